@@ -1,0 +1,199 @@
+#include "pools/dma_pool.h"
+
+#include <errno.h>
+#include <string.h>
+
+#include <bit>
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+
+namespace dmashim {
+namespace {
+
+#ifndef NDEBUG
+constexpr unsigned char kPoisonFree = 0xa7;       // as the kernel's POOL_POISON_FREED
+constexpr unsigned char kPoisonAllocated = 0xa9;  // as the kernel's POOL_POISON_ALLOCATED
+#endif
+
+bool IsPow2(size_t v) { return v != 0 && std::has_single_bit(v); }
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<DmaPool>> DmaPool::Create(DmaPoolOptions o, Mempool* pages,
+                                                         PoolStats* stats) {
+  if (pages == nullptr) return absl::InvalidArgumentError("dma pool needs a page mempool");
+  const size_t page = pages->element_size();
+  if (o.name.empty() || o.name.size() >= kPoolNameMax) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("dma pool name must be 1..", kPoolNameMax - 1, " bytes"));
+  }
+  if (o.size == 0) {
+    return absl::InvalidArgumentError(absl::StrCat("dma pool ", o.name, ": size must be > 0"));
+  }
+  if (o.align == 0) o.align = 1;
+  if (!IsPow2(o.align) || o.align > page) {
+    return absl::InvalidArgumentError(absl::StrCat("dma pool ", o.name, ": align ", o.align,
+                                                   " must be a power of two no larger than the ",
+                                                   page, "-byte page"));
+  }
+  size_t block = std::max(o.size, kDmaMinBlock);
+  block = (block + o.align - 1) & ~(o.align - 1);
+  if (block > page) {
+    return absl::InvalidArgumentError(absl::StrCat("dma pool ", o.name, ": block size ", block,
+                                                   " exceeds the ", page, "-byte page"));
+  }
+  size_t boundary = o.boundary == 0 ? page : o.boundary;
+  if (!IsPow2(boundary) || boundary < block) {
+    return absl::InvalidArgumentError(absl::StrCat("dma pool ", o.name, ": boundary ", o.boundary,
+                                                   " must be a power of two no smaller than the ",
+                                                   block, "-byte block"));
+  }
+  boundary = std::min(boundary, page);
+  return std::unique_ptr<DmaPool>(new DmaPool(std::move(o), pages, stats, block, boundary));
+}
+
+DmaPool::DmaPool(DmaPoolOptions options, Mempool* pages, PoolStats* stats, size_t block_size,
+                 size_t boundary)
+    : options_(std::move(options)),
+      pages_(pages),
+      block_size_(block_size),
+      boundary_(boundary),
+      stats_(stats ? stats : &own_stats_) {
+  InitPoolStats(stats_, options_.name.c_str(), PoolKind::kDmaPool,
+                static_cast<uint32_t>(pages_->policy().mode), block_size_);
+}
+
+DmaPool::~DmaPool() {
+  absl::MutexLock l(&mu_);
+  if (active_ != 0) {
+    fprintf(stderr, "dmashim: dma pool %s destroyed with %zu blocks in use; keeping their pages\n",
+            options_.name.c_str(), active_);
+  }
+  for (auto& [addr, page] : pages_by_addr_) {
+    bool live = false;
+    for (uint64_t w : page.live) live |= w != 0;
+    if (!live) pages_->Free(reinterpret_cast<void*>(addr));
+  }
+}
+
+size_t DmaPool::SlotOf(size_t offset) const {
+  const size_t per_chunk = boundary_ / block_size_;
+  return (offset / boundary_) * per_chunk + (offset % boundary_) / block_size_;
+}
+
+DmaPool::Page* DmaPool::FindBlockLocked(uintptr_t p, size_t* slot) {
+  auto it = pages_by_addr_.upper_bound(p);
+  if (it == pages_by_addr_.begin()) return nullptr;
+  --it;
+  const size_t offset = p - it->first;
+  if (offset >= pages_->element_size()) return nullptr;
+  const size_t in_chunk = offset % boundary_;
+  if (in_chunk % block_size_ != 0 || in_chunk + block_size_ > boundary_) return nullptr;
+  *slot = SlotOf(offset);
+  return &it->second;
+}
+
+void DmaPool::CarveLocked(char* page) {
+  const size_t page_size = pages_->element_size();
+  Page& pg = pages_by_addr_[reinterpret_cast<uintptr_t>(page)];
+  const size_t slots = SlotOf(page_size - 1) + 1;
+  pg.live.assign((slots + 63) / 64, 0);
+  // Push in descending address order so the free list hands blocks out ascending.
+  size_t count = 0;
+  for (size_t chunk = page_size; chunk > 0; chunk -= boundary_) {
+    const size_t base = chunk - boundary_;
+    const size_t per_chunk = boundary_ / block_size_;
+    for (size_t i = per_chunk; i > 0; --i) {
+      auto* b = reinterpret_cast<FreeBlock*>(page + base + (i - 1) * block_size_);
+#ifndef NDEBUG
+      memset(b, kPoisonFree, block_size_);
+#endif
+      b->next = free_;
+      free_ = b;
+      ++count;
+    }
+  }
+  total_ += count;
+  stats_->dma_total_blocks.store(static_cast<int64_t>(total_), std::memory_order_relaxed);
+  stats_->dma_pages.store(static_cast<int64_t>(pages_by_addr_.size()), std::memory_order_relaxed);
+}
+
+void* DmaPool::Alloc(int* err) { return Alloc(pages_->policy(), err); }
+
+void* DmaPool::Alloc(const WaitPolicy& policy, int* err) {
+  bool from_new_page = false;
+  absl::MutexLock l(&mu_);
+  while (free_ == nullptr) {
+    mu_.Unlock();
+    void* page = pages_->Alloc(pages_->element_size(), policy, err);
+    mu_.Lock();
+    if (page == nullptr) {
+      Counter& reason = *err == EINTR                   ? stats_->fail_interrupted
+                        : *err != ENOMEM                ? stats_->fail_source
+                        : policy.mode == Mode::kTimeout ? stats_->fail_timeout
+                        : policy.mode == Mode::kFailFast ? stats_->fail_fast
+                                                         : stats_->fail_source;
+      reason.fetch_add(1, std::memory_order_relaxed);
+      return nullptr;
+    }
+    CarveLocked(static_cast<char*>(page));
+    from_new_page = true;
+  }
+  FreeBlock* b = free_;
+  free_ = b->next;
+#ifndef NDEBUG
+  {
+    const auto* bytes = reinterpret_cast<const unsigned char*>(b);
+    for (size_t i = sizeof(FreeBlock); i < block_size_; ++i) {
+      if (bytes[i] != kPoisonFree) {
+        fprintf(stderr, "dmashim: dma pool %s: free block %p corrupted at byte %zu\n",
+                options_.name.c_str(), static_cast<void*>(b), i);
+        break;
+      }
+    }
+    memset(b, kPoisonAllocated, block_size_);
+  }
+#endif
+  size_t slot = 0;
+  Page* pg = FindBlockLocked(reinterpret_cast<uintptr_t>(b), &slot);
+  pg->live[slot / 64] |= uint64_t{1} << (slot % 64);
+  ++active_;
+  (from_new_page ? stats_->alloc_source : stats_->alloc_reserve)
+      .fetch_add(1, std::memory_order_relaxed);
+  stats_->dma_active_blocks.store(static_cast<int64_t>(active_), std::memory_order_relaxed);
+  stats_->in_use.store(static_cast<int64_t>(active_), std::memory_order_relaxed);
+  stats_->bytes_in_use.store(static_cast<int64_t>(active_ * block_size_),
+                             std::memory_order_relaxed);
+  RaiseHighWater(stats_, static_cast<int64_t>(active_));
+  return b;
+}
+
+bool DmaPool::Free(void* block) {
+  absl::MutexLock l(&mu_);
+  size_t slot = 0;
+  Page* pg = FindBlockLocked(reinterpret_cast<uintptr_t>(block), &slot);
+  const uint64_t bit = uint64_t{1} << (slot % 64);
+  if (pg == nullptr || (pg->live[slot / 64] & bit) == 0) return false;  // foreign or double free
+  pg->live[slot / 64] &= ~bit;
+  auto* b = static_cast<FreeBlock*>(block);
+#ifndef NDEBUG
+  memset(b, kPoisonFree, block_size_);
+#endif
+  b->next = free_;
+  free_ = b;
+  --active_;
+  stats_->frees.fetch_add(1, std::memory_order_relaxed);
+  stats_->dma_active_blocks.store(static_cast<int64_t>(active_), std::memory_order_relaxed);
+  stats_->in_use.store(static_cast<int64_t>(active_), std::memory_order_relaxed);
+  stats_->bytes_in_use.store(static_cast<int64_t>(active_ * block_size_),
+                             std::memory_order_relaxed);
+  return true;
+}
+
+DmaPoolInfo DmaPool::info() const {
+  absl::MutexLock l(&mu_);
+  return DmaPoolInfo{active_, total_, block_size_, pages_by_addr_.size()};
+}
+
+}  // namespace dmashim

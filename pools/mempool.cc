@@ -1,0 +1,556 @@
+#include "pools/mempool.h"
+
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "pools/maintenance.h"
+
+namespace dmashim {
+namespace {
+
+// Errors that mean "not now": waiting for memory to come back can fix them.
+bool IsShortage(int err) {
+  return err == ENOMEM || err == EAGAIN || err == ENOSPC || err == EPERM;
+}
+
+constexpr int64_t kNoTimeout = -1;
+
+// Claims a slot recording when this thread started waiting; returns the slot or -1.
+int ClaimWaiterSlot(PoolStats* s, uint64_t start_ns) {
+  for (size_t i = 0; i < kWaiterSlots; ++i) {
+    uint64_t zero = 0;
+    if (s->waiter_start_ns[i].compare_exchange_strong(zero, start_ns, std::memory_order_relaxed)) {
+      return static_cast<int>(i);
+    }
+  }
+  return -1;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Mempool>> Mempool::Create(MempoolOptions options, PoolStats* stats,
+                                                          const SysCalls* sys) {
+  const size_t page = SourcePageSize(options.source.kind);
+  if (options.name.empty() || options.name.size() >= kPoolNameMax) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("pool name must be 1..", kPoolNameMax - 1, " bytes, got \"", options.name,
+                     "\""));
+  }
+  if (options.element_size == 0) options.element_size = page;
+  if (options.element_size % page != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "pool ", options.name, ": element size ", options.element_size, " is not a multiple of the ",
+        SourceKindName(options.source.kind), " page size ", page));
+  }
+  if (options.max != 0 && options.reserve > options.max) {
+    return absl::InvalidArgumentError(absl::StrCat("pool ", options.name, ": reserve ",
+                                                   options.reserve, " exceeds max ", options.max));
+  }
+  if (options.policy.mode == Mode::kTimeout && options.policy.timeout <= absl::ZeroDuration()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("pool ", options.name, ": mode timeout needs a positive duration"));
+  }
+  if (options.retry_interval <= absl::ZeroDuration() || options.retry_max < options.retry_interval) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "pool ", options.name, ": retry_interval must be positive and not above retry_max"));
+  }
+  return std::unique_ptr<Mempool>(new Mempool(std::move(options), stats, sys));
+}
+
+Mempool::Mempool(MempoolOptions options, PoolStats* stats, const SysCalls* sys)
+    : options_(std::move(options)),
+      source_(options_.source, options_.element_size, sys),
+      stats_(stats ? stats : &own_stats_),
+      reserve_(options_.reserve) {
+  InitPoolStats(stats_, options_.name.c_str(), PoolKind::kMempool,
+                static_cast<uint32_t>(options_.policy.mode), options_.element_size);
+  stats_->reserve_target.store(static_cast<int64_t>(reserve_), std::memory_order_relaxed);
+  RegisterPool(this);
+}
+
+Mempool::~Mempool() {
+  UnregisterPool(this);
+  absl::MutexLock l(&mu_);
+  for (void* p : clean_) source_.Unmap(p);
+  for (void* p : dirty_) source_.Unmap(p);
+}
+
+size_t Mempool::reserve() const {
+  absl::MutexLock l(&mu_);
+  return reserve_;
+}
+
+size_t Mempool::keep() const {
+  absl::MutexLock l(&mu_);
+  return options_.keep.value_or(std::max<size_t>(reserve_, 8));
+}
+
+void Mempool::PublishLocked() {
+  const int64_t free = static_cast<int64_t>(FreeCountLocked());
+  const int64_t used = static_cast<int64_t>(in_use_);
+  stats_->reserve_level.store(free, std::memory_order_relaxed);
+  stats_->elements_total.store(static_cast<int64_t>(elements_.size()), std::memory_order_relaxed);
+  stats_->in_use.store(used, std::memory_order_relaxed);
+  stats_->bytes_in_use.store(used * static_cast<int64_t>(options_.element_size),
+                             std::memory_order_relaxed);
+  stats_->requested_bytes_in_use.store(requested_bytes_, std::memory_order_relaxed);
+  RaiseHighWater(stats_, used);
+}
+
+void Mempool::Zero(void* p) const { memset(p, 0, options_.element_size); }
+
+void* Mempool::PopAnyFreeLocked() {
+  std::vector<void*>& from = dirty_.empty() ? clean_ : dirty_;
+  if (from.empty()) return nullptr;
+  void* p = from.back();
+  from.pop_back();
+  return p;
+}
+
+void* Mempool::TryFreeListLocked(size_t requested, bool* dirty) {
+  void* p = nullptr;
+  *dirty = false;
+  if (!clean_.empty()) {
+    p = clean_.back();
+    clean_.pop_back();
+  } else if (!dirty_.empty()) {
+    p = dirty_.back();
+    dirty_.pop_back();
+    *dirty = true;
+  } else {
+    return nullptr;
+  }
+  Element& e = elements_[reinterpret_cast<uintptr_t>(p)];
+  e.state = State::kInUse;
+  e.requested = requested;
+  ++in_use_;
+  requested_bytes_ += static_cast<int64_t>(requested);
+  PublishLocked();
+  return p;
+}
+
+void* Mempool::Finish(void* p, bool dirty) {
+  if (dirty) Zero(p);  // a background-zeroing pool that could not keep ahead
+  return p;
+}
+
+void* Mempool::TrySource(size_t requested, int* err) {
+  {
+    absl::MutexLock l(&mu_);
+    if (options_.max != 0 && in_use_ + pending_ >= options_.max) {
+      *err = ENOMEM;
+      return nullptr;
+    }
+    ++pending_;
+  }
+  const uint64_t t0 = MonotonicNs();
+  void* p = source_.Map(err);
+  stats_->source_calls.fetch_add(1, std::memory_order_relaxed);
+  stats_->source_ns.fetch_add(MonotonicNs() - t0, std::memory_order_relaxed);
+  absl::MutexLock l(&mu_);
+  --pending_;
+  if (p == nullptr) {
+    stats_->source_failures.fetch_add(1, std::memory_order_relaxed);
+    return nullptr;
+  }
+  Element& e = elements_[reinterpret_cast<uintptr_t>(p)];
+  e.state = State::kInUse;
+  e.requested = requested;
+  ++in_use_;
+  requested_bytes_ += static_cast<int64_t>(requested);
+  PublishLocked();
+  return p;
+}
+
+size_t Mempool::Prefill() {
+  for (;;) {
+    {
+      absl::MutexLock l(&mu_);
+      filled_ = true;
+      if (elements_.size() + pending_ >= reserve_) return elements_.size();
+      ++pending_;
+    }
+    int err = 0;
+    const uint64_t t0 = MonotonicNs();
+    void* p = source_.Map(&err);
+    stats_->source_calls.fetch_add(1, std::memory_order_relaxed);
+    stats_->source_ns.fetch_add(MonotonicNs() - t0, std::memory_order_relaxed);
+    absl::MutexLock l(&mu_);
+    --pending_;
+    if (p == nullptr) {
+      stats_->source_failures.fetch_add(1, std::memory_order_relaxed);
+      next_refill_ns_ = MonotonicNs() + absl::ToInt64Nanoseconds(options_.retry_interval);
+      return elements_.size();
+    }
+    elements_[reinterpret_cast<uintptr_t>(p)] = Element{};
+    clean_.push_back(p);
+    PublishLocked();
+    WakeOneLocked();
+  }
+}
+
+void* Mempool::Alloc(size_t requested, int* err) { return Alloc(requested, options_.policy, err); }
+
+void* Mempool::Alloc(size_t requested, const WaitPolicy& policy, int* err) {
+  bool dirty = false;
+  bool need_fill = false;
+  {
+    absl::MutexLock l(&mu_);
+    need_fill = !filled_ && reserve_ > 0;
+    if (!need_fill) {
+      if (void* p = TryFreeListLocked(requested, &dirty)) {
+        stats_->alloc_reserve.fetch_add(1, std::memory_order_relaxed);
+        return Finish(p, dirty);
+      }
+    }
+  }
+  if (need_fill) {
+    Prefill();
+    absl::MutexLock l(&mu_);
+    if (void* p = TryFreeListLocked(requested, &dirty)) {
+      stats_->alloc_reserve.fetch_add(1, std::memory_order_relaxed);
+      return Finish(p, dirty);
+    }
+  }
+  const uint64_t start_ns = MonotonicNs();
+  if (void* p = TrySource(requested, err)) {
+    stats_->alloc_source.fetch_add(1, std::memory_order_relaxed);
+    return p;
+  }
+  if (!IsShortage(*err)) {
+    stats_->fail_source.fetch_add(1, std::memory_order_relaxed);
+    return nullptr;
+  }
+  if (policy.mode == Mode::kFailFast) {
+    stats_->fail_fast.fetch_add(1, std::memory_order_relaxed);
+    *err = ENOMEM;
+    return nullptr;
+  }
+  return Wait(requested, policy, err, start_ns);
+}
+
+void* Mempool::Wait(size_t requested, const WaitPolicy& policy, int* err, uint64_t start_ns) {
+  const int64_t deadline_ns =
+      policy.mode == Mode::kTimeout
+          ? static_cast<int64_t>(start_ns) + absl::ToInt64Nanoseconds(policy.timeout)
+          : kNoTimeout;
+  int64_t retry_ns = absl::ToInt64Nanoseconds(options_.retry_interval);
+  const int64_t retry_max_ns = absl::ToInt64Nanoseconds(options_.retry_max);
+  int64_t next_source_ns = static_cast<int64_t>(start_ns) + retry_ns;
+
+  stats_->blocked_now.fetch_add(1, std::memory_order_relaxed);
+  const int slot = ClaimWaiterSlot(stats_, start_ns);
+  {
+    absl::MutexLock l(&mu_);
+    ++waiters_;
+  }
+  void* got = nullptr;
+  bool dirty = false;
+  int fail = 0;  // errno to fail with, 0 while waiting
+  for (;;) {
+    const uint32_t seq = wake_seq_.load(std::memory_order_acquire);
+    {
+      absl::MutexLock l(&mu_);
+      got = TryFreeListLocked(requested, &dirty);
+      if (got != nullptr) {
+        --waiters_;
+        break;
+      }
+    }
+    const int64_t now = static_cast<int64_t>(MonotonicNs());
+    if (now >= next_source_ns) {
+      int serr = 0;
+      got = TrySource(requested, &serr);
+      if (got != nullptr) {
+        absl::MutexLock l(&mu_);
+        --waiters_;
+        break;
+      }
+      if (!IsShortage(serr)) {
+        fail = serr;
+        stats_->fail_source.fetch_add(1, std::memory_order_relaxed);
+        break;
+      }
+      retry_ns = std::min(retry_ns * 2, retry_max_ns);
+      next_source_ns = now + retry_ns;
+    }
+    if (deadline_ns != kNoTimeout && now >= deadline_ns) {
+      fail = ENOMEM;
+      stats_->fail_timeout.fetch_add(1, std::memory_order_relaxed);
+      break;
+    }
+    int64_t sleep_ns = next_source_ns - now;
+    if (deadline_ns != kNoTimeout) sleep_ns = std::min(sleep_ns, deadline_ns - now);
+    const int r = FutexWait(&wake_seq_, seq, std::max<int64_t>(sleep_ns, 0));
+    if (r == EINTR && policy.interruptible) {
+      fail = EINTR;
+      stats_->fail_interrupted.fetch_add(1, std::memory_order_relaxed);
+      break;
+    }
+  }
+  if (got == nullptr) {
+    absl::MutexLock l(&mu_);
+    --waiters_;
+    // A wake-up this thread consumed but did not use goes to the next waiter.
+    if (FreeCountLocked() > 0) WakeOneLocked();
+  }
+  const uint64_t waited = MonotonicNs() - start_ns;
+  if (slot >= 0) stats_->waiter_start_ns[slot].store(0, std::memory_order_relaxed);
+  stats_->blocked_now.fetch_sub(1, std::memory_order_relaxed);
+  RecordWait(stats_, waited);
+  if (got == nullptr) {
+    *err = fail;
+    return nullptr;
+  }
+  stats_->alloc_waited.fetch_add(1, std::memory_order_relaxed);
+  return Finish(got, dirty);
+}
+
+void Mempool::WakeOneLocked() {
+  if (waiters_ == 0) return;
+  wake_seq_.fetch_add(1, std::memory_order_release);
+  FutexWake(&wake_seq_, 1);
+}
+
+bool Mempool::KeepOnFreeLocked() const {
+  const size_t keep = options_.keep.value_or(std::max<size_t>(reserve_, 8));
+  return waiters_ > 0 || FreeCountLocked() < keep || elements_.size() <= reserve_;
+}
+
+bool Mempool::Free(void* element) {
+  enum class Then { kNothing, kRelease, kWakeMaintenance, kZeroNow } then = Then::kNothing;
+  {
+    absl::MutexLock l(&mu_);
+    auto it = elements_.find(reinterpret_cast<uintptr_t>(element));
+    if (it == elements_.end() || it->second.state != State::kInUse) return false;
+    --in_use_;
+    requested_bytes_ -= static_cast<int64_t>(it->second.requested);
+    it->second.requested = 0;
+    stats_->frees.fetch_add(1, std::memory_order_relaxed);
+    if (!KeepOnFreeLocked()) {
+      elements_.erase(it);
+      then = Then::kRelease;
+    } else if (options_.zero == ZeroMode::kNone) {
+      it->second.state = State::kFree;
+      clean_.push_back(element);
+      WakeOneLocked();
+    } else if (options_.zero == ZeroMode::kBackground && waiters_ == 0) {
+      it->second.state = State::kFree;
+      dirty_.push_back(element);
+      then = Then::kWakeMaintenance;
+    } else {
+      it->second.state = State::kZeroing;  // eager, or a waiter needs it now
+      then = Then::kZeroNow;
+    }
+    PublishLocked();
+  }
+  switch (then) {
+    case Then::kNothing:
+      break;
+    case Then::kRelease:
+      source_.Unmap(element);
+      stats_->source_releases.fetch_add(1, std::memory_order_relaxed);
+      break;
+    case Then::kWakeMaintenance:
+      WakeMaintenance();
+      break;
+    case Then::kZeroNow:
+      Zero(element);
+      MarkZeroed(element);
+      break;
+  }
+  return true;
+}
+
+void Mempool::MarkZeroed(void* element) {
+  absl::MutexLock l(&mu_);
+  auto it = elements_.find(reinterpret_cast<uintptr_t>(element));
+  if (it == elements_.end() || it->second.state != State::kZeroing) return;  // evicted meanwhile
+  it->second.state = State::kFree;
+  clean_.push_back(element);
+  PublishLocked();
+  WakeOneLocked();
+}
+
+bool Mempool::Owns(const void* p) const {
+  absl::MutexLock l(&mu_);
+  return elements_.contains(reinterpret_cast<uintptr_t>(p));
+}
+
+bool Mempool::OverlapsFree(const void* addr, size_t len) const {
+  const uintptr_t lo = reinterpret_cast<uintptr_t>(addr), hi = lo + len;
+  absl::MutexLock l(&mu_);
+  for (const auto* list : {&clean_, &dirty_}) {
+    for (void* p : *list) {
+      const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+      if (a < hi && lo < a + options_.element_size) return true;
+    }
+  }
+  return false;
+}
+
+bool Mempool::Forget(void* element) {
+  absl::MutexLock l(&mu_);
+  auto it = elements_.find(reinterpret_cast<uintptr_t>(element));
+  if (it == elements_.end() || it->second.state != State::kInUse) return false;
+  --in_use_;
+  requested_bytes_ -= static_cast<int64_t>(it->second.requested);
+  elements_.erase(it);
+  PublishLocked();
+  return true;
+}
+
+size_t Mempool::EvictFree(const void* addr, size_t len) {
+  const uintptr_t lo = reinterpret_cast<uintptr_t>(addr), hi = lo + len;
+  std::vector<void*> evicted;
+  {
+    absl::MutexLock l(&mu_);
+    // An element being zeroed outside the lock must finish first: unmapping it under the zeroing
+    // thread would let it write into whatever the caller maps there next.
+    auto zeroing_overlap = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      for (const auto& [a, e] : elements_) {
+        if (e.state == State::kZeroing && a < hi && lo < a + options_.element_size) return true;
+      }
+      return false;
+    };
+    while (zeroing_overlap()) {
+      mu_.Unlock();
+      usleep(50);
+      mu_.Lock();
+    }
+    for (auto* list : {&clean_, &dirty_}) {
+      for (size_t i = 0; i < list->size();) {
+        const uintptr_t a = reinterpret_cast<uintptr_t>((*list)[i]);
+        if (a < hi && lo < a + options_.element_size) {
+          evicted.push_back((*list)[i]);
+          elements_.erase(a);
+          (*list)[i] = list->back();
+          list->pop_back();
+        } else {
+          ++i;
+        }
+      }
+    }
+    if (!evicted.empty()) PublishLocked();
+  }
+  for (void* p : evicted) source_.Unmap(p);
+  stats_->source_releases.fetch_add(evicted.size(), std::memory_order_relaxed);
+  return evicted.size();
+}
+
+size_t Mempool::ReleaseFree(size_t count) {
+  std::vector<void*> released;
+  {
+    absl::MutexLock l(&mu_);
+    while (released.size() < count) {
+      void* p = PopAnyFreeLocked();
+      if (p == nullptr) break;
+      elements_.erase(reinterpret_cast<uintptr_t>(p));
+      released.push_back(p);
+    }
+    if (!released.empty()) {
+      PublishLocked();
+      // Top the reserve up again once the retried call is done.
+      next_refill_ns_ = MonotonicNs() + absl::ToInt64Nanoseconds(options_.retry_interval);
+    }
+  }
+  for (void* p : released) source_.Unmap(p);
+  stats_->source_releases.fetch_add(released.size(), std::memory_order_relaxed);
+  return released.size();
+}
+
+ResizeResult Mempool::Resize(size_t new_reserve) {
+  std::vector<void*> surplus;
+  {
+    absl::MutexLock l(&mu_);
+    reserve_ = new_reserve;
+    stats_->reserve_target.store(static_cast<int64_t>(new_reserve), std::memory_order_relaxed);
+    const size_t keep = options_.keep.value_or(std::max<size_t>(reserve_, 8));
+    while (elements_.size() > reserve_ && FreeCountLocked() > 0 &&
+           (FreeCountLocked() > keep || elements_.size() > std::max(reserve_, keep))) {
+      void* p = PopAnyFreeLocked();
+      elements_.erase(reinterpret_cast<uintptr_t>(p));
+      surplus.push_back(p);
+    }
+    PublishLocked();
+  }
+  for (void* p : surplus) source_.Unmap(p);
+  stats_->source_releases.fetch_add(surplus.size(), std::memory_order_relaxed);
+  ResizeResult r;
+  r.target = new_reserve;
+  r.held = Prefill();
+  if (r.held < new_reserve) r.err = ENOMEM;
+  return r;
+}
+
+bool Mempool::Maintain() {
+  void* p = nullptr;
+  bool refill = false;
+  {
+    absl::MutexLock l(&mu_);
+    if (!dirty_.empty()) {
+      p = dirty_.back();
+      dirty_.pop_back();
+      elements_[reinterpret_cast<uintptr_t>(p)].state = State::kZeroing;
+    } else if (filled_ && elements_.size() + pending_ < reserve_ && MonotonicNs() >= next_refill_ns_) {
+      refill = true;
+    }
+  }
+  if (p != nullptr) {
+    Zero(p);
+    MarkZeroed(p);
+    return true;
+  }
+  if (refill) {
+    Prefill();
+    return false;  // retried; the next attempt waits for retry_interval
+  }
+  return false;
+}
+
+void Mempool::ForkPrepare() {
+  mu_.Lock();
+  // Free elements stay behind (MADV_DONTFORK), handed-out ones are inherited (MADV_DOFORK). Applied
+  // lazily here, at fork time, so the allocation fast path makes no system call.
+  for (auto& [addr, e] : elements_) {
+    const bool inherit = e.state == State::kInUse;
+    if (e.inherit_applied != inherit &&
+        source_.SetForkInheritance(reinterpret_cast<void*>(addr), inherit) == 0) {
+      e.inherit_applied = inherit;
+    }
+  }
+}
+
+void Mempool::ForkParent() { mu_.Unlock(); }
+
+void Mempool::ForkChild() {
+  // Only the forking thread exists; free elements were not inherited. Keep what the app holds.
+  for (auto it = elements_.begin(); it != elements_.end();) {
+    auto cur = it++;
+    if (cur->second.state != State::kInUse) elements_.erase(cur);
+  }
+  clean_.clear();
+  dirty_.clear();
+  waiters_ = 0;
+  pending_ = 0;
+  filled_ = false;  // the child rebuilds its reserve lazily
+  stats_->blocked_now.store(0, std::memory_order_relaxed);
+  for (auto& s : stats_->waiter_start_ns) s.store(0, std::memory_order_relaxed);
+  PublishLocked();
+  mu_.Unlock();
+}
+
+void Mempool::RebindStats(PoolStats* stats) {
+  absl::MutexLock l(&mu_);
+  InitPoolStats(stats, options_.name.c_str(), PoolKind::kMempool,
+                static_cast<uint32_t>(options_.policy.mode), options_.element_size);
+  stats->reserve_target.store(static_cast<int64_t>(reserve_), std::memory_order_relaxed);
+  stats_ = stats;
+  PublishLocked();
+}
+
+}  // namespace dmashim

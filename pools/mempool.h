@@ -1,0 +1,172 @@
+// Mempool: a pool of fixed-size elements with a reserve, after the kernel's mm/mempool.c.
+//
+// A pool holds at least `reserve` elements (free or in use) once filled, so with the reserve sized
+// to the concurrent demand an allocation in `block` mode always completes, even while the source
+// (the kernel's huge pages or lock budget) is exhausted. How an allocation that finds nothing
+// behaves is the pool's explicit wait policy: block, block with a timeout, or fail fast.
+//
+// Order on allocate: the pool's own free elements (no system call) → the source, without waiting →
+// then, by mode, wait in rounds: woken at once by a free into this pool, retrying the source every
+// retry_interval (backing off to retry_max) since memory freed by other processes sends no wake-up.
+// Order on free: back on the free list while fewer than `keep` elements are free, a thread is
+// waiting, or the pool would drop below `reserve`; otherwise back to the source.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/time/time.h"
+#include "pools/page_source.h"
+#include "pools/policy.h"
+#include "pools/stats.h"
+
+namespace dmashim {
+
+struct MempoolOptions {
+  std::string name;                 // at most kPoolNameMax - 1 bytes
+  SourceSpec source;                // where elements come from
+  size_t element_size = 0;          // 0: the source's page size; else a multiple of it
+  size_t reserve = 0;               // min_nr: elements the pool never drops below once filled
+  size_t max = 0;                   // cap on elements in use; 0 = no cap
+  std::optional<size_t> keep;       // free elements kept; default max(reserve, 8)
+  WaitPolicy policy;                // the pool's default wait policy
+  ZeroMode zero = ZeroMode::kEager;
+  absl::Duration retry_interval = absl::Milliseconds(50);  // first source retry while waiting
+  absl::Duration retry_max = absl::Seconds(1);             // backoff ceiling
+};
+
+struct ResizeResult {
+  size_t target = 0;  // the new reserve
+  size_t held = 0;    // elements the pool holds now; < target when a grow was partial
+  int err = 0;        // the source's errno that stopped a partial grow, else 0
+};
+
+class Mempool {
+ public:
+  // Validates the options; maps nothing (the reserve is filled by Prefill() or the first Alloc()).
+  // `stats` may point into shared memory and must outlive the pool; null = a record of its own.
+  // Fails with InvalidArgument naming the bad option.
+  static absl::StatusOr<std::unique_ptr<Mempool>> Create(MempoolOptions options,
+                                                          PoolStats* stats = nullptr,
+                                                          const SysCalls* sys = &RealSysCalls());
+  // Returns free elements to the kernel. Elements still in use are left mapped (the caller may
+  // still be using them) and forgotten.
+  ~Mempool();
+
+  Mempool(const Mempool&) = delete;
+  Mempool& operator=(const Mempool&) = delete;
+
+  // Maps and faults in elements until the pool holds `reserve`. Blocks only for the source calls
+  // (≈ 140 µs per 2 MiB huge page). Returns the number held; fewer than `reserve` when the source
+  // ran out (the shortfall is retried by later frees and the maintenance thread).
+  size_t Prefill();
+
+  // Allocates one element for a request of `requested` bytes (≤ element_size; used for the
+  // rounding-waste figure). Uses the pool's policy, or `policy` when given.
+  //   block:        may block without bound; fails only for a source error waiting cannot fix.
+  //   timeout:<d>:  blocks at most d, then fails with ENOMEM (counted as `timeout`).
+  //   fail-fast:    never blocks on other threads; fails with ENOMEM (counted as `fail_fast`).
+  // With interruptible, a signal handler run during a wait ends it with EINTR.
+  // A source error other than a shortage (ENOMEM, EAGAIN, ENOSPC, EPERM) fails at once with that
+  // errno (counted as `source`). Returns nullptr with *err set on failure. The element is zeroed
+  // unless zero = none, read-write, and inherited by fork children.
+  void* Alloc(size_t requested, int* err);
+  void* Alloc(size_t requested, const WaitPolicy& policy, int* err);
+
+  // Returns an element from Alloc(). Never blocks on a wait; with zero = eager it zeroes the
+  // element first (≈ 100 µs for 2 MiB). Wakes one waiter. Freeing a pointer the pool does not hold
+  // in use is ignored and returns false.
+  bool Free(void* element);
+
+  // True when `p` is the start of an element this pool holds (free or in use).
+  bool Owns(const void* p) const;
+  // True when [addr, addr+len) overlaps an element this pool holds free.
+  bool OverlapsFree(const void* addr, size_t len) const;
+
+  // The caller took ownership of an in-use element (partial munmap, mremap): the pool stops
+  // tracking it and does not unmap it. The reserve is refilled later. Returns false if unknown.
+  bool Forget(void* element);
+  // Unmaps every free element overlapping [addr, addr+len) so the caller can map there (MAP_FIXED
+  // over a pooled-but-free element). Returns how many were evicted.
+  size_t EvictFree(const void* addr, size_t len);
+  // Hands up to `count` free elements back to the kernel so a call the pool cannot serve itself can
+  // be retried with their pages (release-and-retry). Returns how many were released.
+  size_t ReleaseFree(size_t count);
+
+  // Sets the reserve at run time, like mempool_resize: a shrink returns surplus free elements to the
+  // kernel; a grow maps elements until the new reserve is held or the source fails (partial: the
+  // result says how far it got). Blocks for the source calls only.
+  ResizeResult Resize(size_t new_reserve);
+
+  // Maintenance-thread work: zero one dirty element, top up a reserve that is short. Returns true
+  // if it did something. Never blocks on waiters.
+  bool Maintain();
+
+  // fork(2) support, called by the pool registry's pthread_atfork handlers.
+  void ForkPrepare();
+  void ForkParent();
+  void ForkChild();
+
+  // Points the pool at another stats record (e.g. a fork child's new segment), copying the gauges.
+  void RebindStats(PoolStats* stats);
+
+  const std::string& name() const { return options_.name; }
+  size_t element_size() const { return options_.element_size; }
+  const MempoolOptions& options() const { return options_; }
+  const WaitPolicy& policy() const { return options_.policy; }
+  const PoolStats& stats() const { return *stats_; }
+  PoolStats* mutable_stats() { return stats_; }
+  size_t reserve() const;
+  size_t keep() const;
+
+ private:
+  enum class State : uint8_t { kFree, kInUse, kZeroing };
+  struct Element {
+    State state = State::kFree;
+    bool inherit_applied = true;  // the kernel's default: DOFORK
+    size_t requested = 0;
+  };
+
+  Mempool(MempoolOptions options, PoolStats* stats, const SysCalls* sys);
+
+  void* TryFreeListLocked(size_t requested, bool* dirty) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void* TrySource(size_t requested, int* err) ABSL_LOCKS_EXCLUDED(mu_);
+  void* Wait(size_t requested, const WaitPolicy& policy, int* err, uint64_t start_ns);
+  void* Finish(void* p, bool dirty);
+  bool KeepOnFreeLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void PublishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void WakeOneLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  size_t FreeCountLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    return clean_.size() + dirty_.size();
+  }
+  void* PopAnyFreeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void Zero(void* p) const;
+  void MarkZeroed(void* element) ABSL_LOCKS_EXCLUDED(mu_);
+
+  MempoolOptions options_;
+  PageSource source_;
+  PoolStats own_stats_;
+  PoolStats* stats_;
+
+  mutable absl::Mutex mu_;
+  absl::flat_hash_map<uintptr_t, Element> elements_ ABSL_GUARDED_BY(mu_);
+  std::vector<void*> clean_ ABSL_GUARDED_BY(mu_);  // free, zeroed (or zero = none)
+  std::vector<void*> dirty_ ABSL_GUARDED_BY(mu_);  // free, to be zeroed before reuse
+  size_t reserve_ ABSL_GUARDED_BY(mu_);
+  size_t in_use_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t pending_ ABSL_GUARDED_BY(mu_) = 0;  // source calls in flight
+  size_t waiters_ ABSL_GUARDED_BY(mu_) = 0;
+  int64_t requested_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  bool filled_ ABSL_GUARDED_BY(mu_) = false;
+  uint64_t next_refill_ns_ ABSL_GUARDED_BY(mu_) = 0;
+  std::atomic<uint32_t> wake_seq_{0};
+};
+
+}  // namespace dmashim

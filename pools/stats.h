@@ -1,0 +1,116 @@
+// Per-pool statistics record. The pools update it themselves with relaxed atomics; readers (the
+// shim's exit summary, the exporter through the stats segment) load it without locks.
+//
+// The layout is part of the stats-segment ABI: fixed-size, no pointers, only lock-free 64-bit
+// atomics, so a record can live in a shared-memory file and be read by another process. Bump
+// kPoolStatsVersion whenever a field is added, removed or moved.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+namespace dmashim {
+
+inline constexpr uint32_t kPoolStatsVersion = 1;
+
+// Upper bounds (inclusive) of the wait-time histogram, in nanoseconds; a last implicit bucket
+// holds everything above (+Inf).
+inline constexpr uint64_t kWaitBucketBoundsNs[] = {
+    10'000,      100'000,     1'000'000,     5'000'000,     10'000'000,
+    50'000'000,  100'000'000, 250'000'000,   500'000'000,   1'000'000'000,
+    2'500'000'000, 5'000'000'000, 10'000'000'000, 30'000'000'000};
+inline constexpr size_t kWaitBuckets = std::size(kWaitBucketBoundsNs) + 1;
+
+// Slots recording when the currently blocked threads started waiting (monotonic ns, 0 = free),
+// so a reader can compute the longest current wait. More waiters than slots are still counted in
+// blocked_now; only their start times are not kept.
+inline constexpr size_t kWaiterSlots = 16;
+
+inline constexpr size_t kPoolNameMax = 48;
+
+enum class PoolKind : uint32_t { kMempool = 1, kDmaPool = 2 };
+
+using Counter = std::atomic<uint64_t>;
+using Gauge = std::atomic<int64_t>;
+
+struct alignas(64) PoolStats {
+  // Identity, written once when the pool is created.
+  char name[kPoolNameMax];
+  uint32_t kind;          // PoolKind
+  uint32_t mode;          // dmashim::Mode at creation
+  uint64_t element_size;  // bytes per element (DmaPool: bytes per block)
+
+  // Allocations by result: served by the source at once, from the pool's own free elements, or
+  // after a wait.
+  Counter alloc_source;
+  Counter alloc_reserve;
+  Counter alloc_waited;
+  // Failures by reason.
+  Counter fail_fast;         // mode fail-fast, nothing available
+  Counter fail_timeout;      // mode timeout:<d>, bound reached
+  Counter fail_interrupted;  // interruptible wait ended by a signal
+  Counter fail_source;       // the source failed with an error waiting cannot fix (EINVAL, EPERM…)
+  Counter frees;
+
+  // Wait-time histogram (non-cumulative buckets; see kWaitBucketBoundsNs).
+  Counter wait_buckets[kWaitBuckets];
+  Counter wait_count;
+  Counter wait_sum_ns;
+
+  // The source allocator (the kernel): calls, time spent, failures, elements given back.
+  Counter source_calls;
+  Counter source_ns;
+  Counter source_failures;
+  Counter source_releases;
+
+  // Gauges.
+  Gauge blocked_now;             // threads waiting in this pool right now
+  Gauge reserve_target;          // configured reserve (min_nr)
+  Gauge reserve_level;           // free elements held by the pool now
+  Gauge elements_total;          // elements held (free + in use)
+  Gauge in_use;                  // elements handed out
+  Gauge bytes_in_use;            // in_use * element_size
+  Gauge requested_bytes_in_use;  // what callers asked for; bytes_in_use minus this is waste
+  Gauge high_water;              // peak of in_use
+
+  // DmaPool figures, as the kernel's `pools` file has them (zero for a Mempool).
+  Gauge dma_active_blocks;
+  Gauge dma_total_blocks;
+  Gauge dma_pages;
+
+  Counter waiter_start_ns[kWaiterSlots];
+};
+
+static_assert(std::atomic<uint64_t>::is_always_lock_free);
+static_assert(std::is_standard_layout_v<PoolStats>);
+static_assert(sizeof(PoolStats) % 64 == 0);
+
+// Index of the histogram bucket for a wait of `ns` nanoseconds.
+inline size_t WaitBucketFor(uint64_t ns) {
+  size_t i = 0;
+  while (i < std::size(kWaitBucketBoundsNs) && ns > kWaitBucketBoundsNs[i]) ++i;
+  return i;
+}
+
+// Sets the identity fields and zeroes every counter. Not thread-safe: call before the record is
+// shared.
+void InitPoolStats(PoolStats* s, const char* name, PoolKind kind, uint32_t mode,
+                   uint64_t element_size);
+
+// Records a wait of `ns` nanoseconds in the histogram.
+inline void RecordWait(PoolStats* s, uint64_t ns) {
+  s->wait_buckets[WaitBucketFor(ns)].fetch_add(1, std::memory_order_relaxed);
+  s->wait_count.fetch_add(1, std::memory_order_relaxed);
+  s->wait_sum_ns.fetch_add(ns, std::memory_order_relaxed);
+}
+
+// Raises high_water to at least `v`.
+inline void RaiseHighWater(PoolStats* s, int64_t v) {
+  int64_t cur = s->high_water.load(std::memory_order_relaxed);
+  while (v > cur && !s->high_water.compare_exchange_weak(cur, v, std::memory_order_relaxed)) {
+  }
+}
+
+}  // namespace dmashim

@@ -1,0 +1,61 @@
+#include "pools/sys.h"
+
+#include <errno.h>
+#include <linux/futex.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+namespace dmashim {
+namespace {
+
+void* RawMmap(void* addr, size_t len, int prot, int flags, int fd, off_t off) {
+  long r = syscall(SYS_mmap, addr, len, prot, flags, fd, off);
+  return r == -1 ? MAP_FAILED : reinterpret_cast<void*>(r);
+}
+int RawMunmap(void* addr, size_t len) { return static_cast<int>(syscall(SYS_munmap, addr, len)); }
+int RawMadvise(void* addr, size_t len, int advice) {
+  return static_cast<int>(syscall(SYS_madvise, addr, len, advice));
+}
+int RawMlock(const void* addr, size_t len) {
+  return static_cast<int>(syscall(SYS_mlock, addr, len));
+}
+int RawMunlock(const void* addr, size_t len) {
+  return static_cast<int>(syscall(SYS_munlock, addr, len));
+}
+
+const SysCalls kReal = {RawMmap, RawMunmap, RawMadvise, RawMlock, RawMunlock};
+
+}  // namespace
+
+const SysCalls& RealSysCalls() { return kReal; }
+
+uint64_t MonotonicNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+int FutexWait(std::atomic<uint32_t>* word, uint32_t expected, int64_t timeout_ns) {
+  timespec ts;
+  timespec* tsp = nullptr;
+  if (timeout_ns >= 0) {
+    ts.tv_sec = timeout_ns / 1'000'000'000;
+    ts.tv_nsec = timeout_ns % 1'000'000'000;
+    tsp = &ts;
+  }
+  // A relative timeout makes the kernel return EINTR (not restart) when a handler runs.
+  long r = syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT_PRIVATE, expected, tsp,
+                   nullptr, 0);
+  if (r == 0) return 0;
+  if (errno == EAGAIN) return 0;
+  return errno;
+}
+
+void FutexWake(std::atomic<uint32_t>* word, int count) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE_PRIVATE, count, nullptr,
+          nullptr, 0);
+}
+
+}  // namespace dmashim
