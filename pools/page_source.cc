@@ -5,6 +5,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <cstdio>
 #include <cstdlib>
 
@@ -50,6 +51,25 @@ size_t SourcePageSize(SourceKind kind) {
   return 4096;
 }
 
+namespace {
+std::atomic<uintptr_t> g_hull_lo{UINTPTR_MAX};
+std::atomic<uintptr_t> g_hull_hi{0};
+
+void ExtendHull(uintptr_t lo, uintptr_t hi) {
+  uintptr_t cur = g_hull_lo.load(std::memory_order_relaxed);
+  while (lo < cur && !g_hull_lo.compare_exchange_weak(cur, lo, std::memory_order_relaxed)) {
+  }
+  cur = g_hull_hi.load(std::memory_order_relaxed);
+  while (hi > cur && !g_hull_hi.compare_exchange_weak(cur, hi, std::memory_order_relaxed)) {
+  }
+}
+}  // namespace
+
+void MappedAddressHull(uintptr_t* lo, uintptr_t* hi) {
+  *hi = g_hull_hi.load(std::memory_order_acquire);
+  *lo = *hi == 0 ? 0 : g_hull_lo.load(std::memory_order_acquire);
+}
+
 PageSource::PageSource(SourceSpec spec, size_t element_size, const SysCalls* sys)
     : spec_(spec), element_size_(element_size), sys_(sys) {}
 
@@ -62,6 +82,9 @@ void* PageSource::Map(int* err) const {
     *err = errno;
     return nullptr;
   }
+  // Before the element can be seen by anyone: a reader that finds an address outside the hull may
+  // rely on no pool holding it.
+  ExtendHull(reinterpret_cast<uintptr_t>(p), reinterpret_cast<uintptr_t>(p) + element_size_);
   // Fault everything in now: an error return instead of SIGBUS at first touch.
   if (sys_->madvise(p, element_size_, MADV_POPULATE_WRITE) != 0) {
     *err = errno == EFAULT || errno == EHWPOISON ? ENOMEM : errno;

@@ -55,6 +55,10 @@ class PageSource {
   const SysCalls* sys_;
 };
 
+// The lowest and highest address any PageSource in this process has mapped (0, 0 before the first
+// Map()). Lets an interposer skip pool bookkeeping for addresses no pool can hold, without a lock.
+void MappedAddressHull(uintptr_t* lo, uintptr_t* hi);
+
 // Free pages of a huge page size on this node (sysfs free_hugepages), or -1 if unreadable.
 long FreeHugePages(size_t page_size);
 long TotalHugePages(size_t page_size);
