@@ -66,6 +66,8 @@ struct Config {
   WaitPolicy default_policy;  // fail-fast
   std::vector<PoolConfig> pools;
   // "FILE:LINE: KEY: expected …, got …", one per problem; empty when the configuration is good.
+  // Environment overrides read "environment: VAR (KEY): expected …, got …". When errors is not
+  // empty the other fields are best-effort: the shim must not route through `pools`.
   std::vector<std::string> errors;
 };
 
@@ -86,5 +88,9 @@ Config ParseConfig(absl::string_view toml_text, absl::string_view filename);
 // With `secure` (AT_SECURE: setuid/setgid), the environment is ignored entirely: only the default
 // file, and only if it is owned by root and not writable by others.
 Config LoadConfig(const Environment& env, bool secure);
+
+inline constexpr const char kDefaultConfigPath[] = "/etc/dmashim/dmashim.toml";
+// LoadConfig with another default file, for tests.
+Config LoadConfigFrom(const Environment& env, bool secure, const std::string& default_path);
 
 }  // namespace dmashim
