@@ -1,0 +1,398 @@
+#include "shim/runtime.h"
+
+#include <dlfcn.h>
+#include <fnmatch.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/auxv.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstdio>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "pools/sys.h"
+#include "shim/diag.h"
+#include "shim/real.h"
+#include "shim/stats_store.h"
+
+#ifndef MAP_HUGE_SHIFT
+#define MAP_HUGE_SHIFT 26
+#endif
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+
+namespace dmashim {
+
+std::atomic<bool> Runtime::ready_{false};
+Runtime* Runtime::instance_ = nullptr;
+thread_local const WaitPolicy* t_scope_policy __attribute__((tls_model("initial-exec"))) = nullptr;
+
+namespace {
+std::atomic<int> g_init_state{0};  // 0 not started, 1 running, 2 done
+constexpr size_t kHuge2M = size_t{2} << 20;
+}  // namespace
+
+Runtime* Runtime::Init() {
+  int expected = 0;
+  if (g_init_state.compare_exchange_strong(expected, 1, std::memory_order_acq_rel)) {
+    {
+      ShimGuard guard;
+      real::ResolveAll();
+      instance_ = new Runtime;
+      instance_->Setup();
+      ready_.store(true, std::memory_order_release);
+      g_init_state.store(2, std::memory_order_release);
+    }
+    instance_->ReportHookSelfCheck();  // unguarded: the probes must reach the hooks
+  }
+  return Get();
+}
+
+void Runtime::Setup() {
+  const bool secure = getauxval(AT_SECURE) != 0;
+  config_ = LoadConfig(ProcessEnvironment(), secure);
+  for (const std::string& e : config_.errors) DiagLine(absl::StrCat("dmashim: ", e));
+  if (!config_.errors.empty()) {
+    if (config_.strict) {
+      DiagLine("dmashim: strict = true: exiting because of the configuration errors above");
+      _exit(1);
+    }
+    DiagLine("dmashim: configuration rejected; all calls pass through (telemetry only)");
+    config_.pools.clear();
+  }
+  intercept_[static_cast<int>(Family::kMmap)] = config_.intercept_mmap;
+  intercept_[static_cast<int>(Family::kShm)] = config_.intercept_shm;
+  intercept_[static_cast<int>(Family::kMlock)] = config_.intercept_mlock;
+  intercept_[static_cast<int>(Family::kCuda)] = config_.intercept_cuda;
+  intercept_[static_cast<int>(Family::kIbverbs)] = config_.intercept_ibverbs;
+
+  StatsStoreOpen(config_, static_cast<int>(config_.errors.size()));
+
+  PoolConfig def;
+  def.name = "default";
+  def.policy = config_.default_policy;
+  default_entry_ = AddEntry(std::move(def));
+  std::vector<PoolConfig> pools = config_.pools;
+  for (PoolConfig& pc : pools) {
+    if (!pc.match.caller.empty()) any_caller_match_ = true;
+    AddEntry(std::move(pc));
+  }
+  for (auto& e : entries_) {
+    if (!e->pool || e->cfg.prefault != Prefault::kStartup) continue;
+    const size_t held = e->pool->Prefill();
+    if (held < e->cfg.reserve) {
+      const std::string line = absl::StrFormat(
+          "dmashim: pool %s: prefault = \"startup\" got %d of %d reserve elements (%s)",
+          e->cfg.name, held, e->cfg.reserve, strerror(ENOMEM));
+      DiagLine(line);
+      if (config_.strict) {
+        DiagLine("dmashim: strict = true: exiting because the reserve cannot be had");
+        _exit(1);
+      }
+    }
+  }
+}
+
+PoolEntry* Runtime::AddEntry(PoolConfig cfg) {
+  auto entry = std::make_unique<PoolEntry>();
+  entry->index = static_cast<int>(entries_.size());
+  entry->stats = StatsStoreAddPool(cfg.name.c_str(), PoolKind::kMempool);
+  entry->cfg = std::move(cfg);
+  if (entry->cfg.name != "default" || entry->index != 0) {
+    MempoolOptions o;
+    o.name = entry->cfg.name;
+    o.source = SourceSpec{entry->cfg.source, entry->cfg.match.share == Share::kShared};
+    o.element_size = entry->cfg.element_size;
+    o.reserve = entry->cfg.reserve;
+    o.max = entry->cfg.max;
+    o.keep = entry->cfg.keep;
+    o.policy = entry->cfg.policy;
+    o.zero = entry->cfg.zero;
+    o.retry_interval = entry->cfg.retry_interval;
+    o.retry_max = entry->cfg.retry_max;
+    auto pool = Mempool::Create(std::move(o), entry->stats);
+    if (!pool.ok()) {
+      DiagLine(absl::StrCat("dmashim: ", pool.status().message(), "; pool disabled"));
+      return nullptr;
+    }
+    entry->pool = *std::move(pool);
+  } else if (entry->stats != nullptr) {
+    InitPoolStats(entry->stats, "default", PoolKind::kMempool,
+                  static_cast<uint32_t>(entry->cfg.policy.mode), 0);
+  }
+  if (entry->stats == nullptr) entry->stats = StatsStoreFallback();
+  entries_.push_back(std::move(entry));
+  return entries_.back().get();
+}
+
+const WaitPolicy& Runtime::PolicyFor(const PoolEntry* entry) const {
+  if (t_scope_policy != nullptr) return *t_scope_policy;
+  return entry->cfg.policy;
+}
+
+bool Runtime::CallerMatches(const PoolConfig& cfg, const void* caller) const {
+  if (cfg.match.caller.empty()) return true;
+  Dl_info info;
+  if (caller == nullptr || dladdr(caller, &info) == 0 || info.dli_fname == nullptr) return false;
+  const char* path = info.dli_fname;
+  const char* base = strrchr(path, '/');
+  base = base ? base + 1 : path;
+  return fnmatch(cfg.match.caller.c_str(), path, 0) == 0 ||
+         fnmatch(cfg.match.caller.c_str(), base, 0) == 0;
+}
+
+PoolEntry* Runtime::RouteHuge(Family family, size_t page_size, bool shared, const void* caller) {
+  const CallFamily want = family == Family::kShm ? CallFamily::kShm : CallFamily::kMmap;
+  const SourceKind kind = page_size == kHuge2M ? SourceKind::kHuge2M : SourceKind::kHuge1G;
+  PoolEntry* fallback = nullptr;
+  for (size_t i = 1; i < entries_.size(); ++i) {
+    PoolEntry* e = entries_[i].get();
+    if (!e->pool || e->cfg.source != kind || e->cfg.match.hugetlb == false) continue;
+    if (e->cfg.match.call != CallFamily::kMmap && e->cfg.match.call != CallFamily::kShm) continue;
+    if (e->cfg.match.share == Share::kShared && !shared) continue;
+    if (e->cfg.match.share == Share::kPrivate && shared) continue;
+    if (!CallerMatches(e->cfg, caller)) continue;
+    if (e->cfg.match.call == want) return e;
+    // A SysV request with only mmap pools configured (or the reverse) still gets their reserve.
+    if (fallback == nullptr) fallback = e;
+  }
+  return fallback ? fallback : default_entry_;
+}
+
+PoolEntry* Runtime::RoutePinned(const void* caller) {
+  for (size_t i = 1; i < entries_.size(); ++i) {
+    PoolEntry* e = entries_[i].get();
+    if (e->pool && e->cfg.match.call == CallFamily::kMlock && CallerMatches(e->cfg, caller)) {
+      return e;
+    }
+  }
+  return default_entry_;
+}
+
+PoolEntry* Runtime::FindPool(const char* name) {
+  for (size_t i = 1; i < entries_.size(); ++i) {
+    if (entries_[i]->pool && entries_[i]->cfg.name == name) return entries_[i].get();
+  }
+  return nullptr;
+}
+
+void* Runtime::MmapFromPool(size_t len, int prot, int flags, const void* caller, bool* handled,
+                            int* err) {
+  *handled = false;
+  const int size_code = (flags >> MAP_HUGE_SHIFT) & 0x3f;
+  const size_t page = size_code == 30 ? (size_t{1} << 30) : kHuge2M;
+  const bool shared = (flags & MAP_SHARED) != 0;
+  PoolEntry* e = RouteHuge(Family::kMmap, page, shared, caller);
+  if (!e->pool) return nullptr;
+  const size_t rounded = (len + page - 1) & ~(page - 1);
+  const bool pool_shared = e->cfg.match.share == Share::kShared;
+  constexpr int kUnsupported = MAP_FIXED | MAP_FIXED_NOREPLACE | MAP_GROWSDOWN | MAP_STACK;
+  if (rounded != e->pool->element_size() || shared != pool_shared || (flags & kUnsupported) ||
+      len == 0) {
+    return nullptr;
+  }
+  *handled = true;
+  void* p = e->pool->Alloc(len, PolicyFor(e), err);
+  if (p == nullptr) return nullptr;
+  bool prot_changed = false;
+  if (prot != (PROT_READ | PROT_WRITE)) {
+    real::mprotect(p, rounded, prot);
+    prot_changed = true;
+  }
+  if (flags & MAP_LOCKED) real::mlock(p, rounded);
+  absl::MutexLock l(&regions_mu_);
+  regions_[reinterpret_cast<uintptr_t>(p)] = Region{e, rounded, prot_changed};
+  return p;
+}
+
+bool Runtime::MaybePooled(const void* addr, size_t len) const {
+  uintptr_t lo, hi;
+  MappedAddressHull(&lo, &hi);
+  const uintptr_t a = reinterpret_cast<uintptr_t>(addr);
+  return hi != 0 && a < hi && a + len > lo;
+}
+
+bool Runtime::OnMunmap(void* addr, size_t len) {
+  if (!MaybePooled(addr, len)) return false;
+  const uintptr_t a = reinterpret_cast<uintptr_t>(addr);
+  PoolEntry* whole = nullptr;
+  bool prot_changed = false;
+  {
+    absl::MutexLock l(&regions_mu_);
+    auto it = regions_.find(a);
+    if (it != regions_.end()) {
+      // The kernel rounds a huge-page munmap length up to whole pages: only a length that rounds
+      // to the element returns it; a shorter one is a partial unmap, handled below.
+      const size_t page = SourcePageSize(it->second.entry->cfg.source);
+      if (len != 0 && (len + page - 1) / page * page == it->second.len) {
+        whole = it->second.entry;
+        prot_changed = it->second.prot_changed;
+        regions_.erase(it);
+      }
+    }
+  }
+  if (whole != nullptr) {
+    const size_t el = whole->pool->element_size();
+    if (prot_changed) real::mprotect(addr, el, PROT_READ | PROT_WRITE);
+    whole->pool->Free(addr);
+    return true;
+  }
+  ReleaseRange(addr, len);
+  return false;
+}
+
+void Runtime::ReleaseRange(void* addr, size_t len) {
+  if (!MaybePooled(addr, len)) return;
+  const uintptr_t lo = reinterpret_cast<uintptr_t>(addr), hi = lo + len;
+  std::vector<std::pair<uintptr_t, PoolEntry*>> dropped;
+  {
+    absl::MutexLock l(&regions_mu_);
+    auto it = regions_.upper_bound(lo);
+    if (it != regions_.begin()) --it;
+    while (it != regions_.end() && it->first < hi) {
+      if (it->first + it->second.len > lo) {
+        dropped.emplace_back(it->first, it->second.entry);
+        it = regions_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& [a, e] : dropped) e->pool->Forget(reinterpret_cast<void*>(a));
+  for (size_t i = 1; i < entries_.size(); ++i) {
+    if (entries_[i]->pool) entries_[i]->pool->EvictFree(addr, len);
+  }
+}
+
+void Runtime::OnMprotect(void* addr, size_t len, int prot) {
+  if (!MaybePooled(addr, len)) return;
+  const uintptr_t lo = reinterpret_cast<uintptr_t>(addr), hi = lo + len;
+  absl::MutexLock l(&regions_mu_);
+  auto it = regions_.upper_bound(lo);
+  if (it != regions_.begin()) --it;
+  for (; it != regions_.end() && it->first < hi; ++it) {
+    if (it->first + it->second.len > lo) it->second.prot_changed |= prot != (PROT_READ | PROT_WRITE);
+  }
+}
+
+namespace {
+int ClaimSlot(PoolStats* s, uint64_t start) {
+  for (size_t i = 0; i < kWaiterSlots; ++i) {
+    uint64_t zero = 0;
+    if (s->waiter_start_ns[i].compare_exchange_strong(zero, start)) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+// Sleeps up to ns; returns EINTR when a signal handler ran.
+int SleepNs(int64_t ns) {
+  timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
+  return nanosleep(&ts, nullptr) == 0 ? 0 : errno;
+}
+}  // namespace
+
+Guarded Runtime::WaitLoop(PoolEntry* entry, size_t bytes, const WaitPolicy& policy, int first_err,
+                          bool (*retry)(void*), void* ctx) {
+  PoolStats* s = entry->stats;
+  if (!IsShortageErrno(first_err)) {
+    s->fail_source.fetch_add(1, std::memory_order_relaxed);
+    return {false, first_err};
+  }
+  Mempool* pool = entry->pool.get();
+  const size_t need = pool ? (bytes + pool->element_size() - 1) / pool->element_size() : 0;
+  // Release-and-retry: the pages the process set aside are handed back for this call.
+  if (pool != nullptr && pool->ReleaseFree(need) > 0) {
+    if (retry(ctx)) {
+      s->alloc_reserve.fetch_add(1, std::memory_order_relaxed);
+      return {true, 0};
+    }
+    first_err = errno;
+  }
+  if (policy.mode == Mode::kFailFast) {
+    s->fail_fast.fetch_add(1, std::memory_order_relaxed);
+    return {false, first_err};
+  }
+  const uint64_t start = MonotonicNs();
+  const int64_t deadline = policy.mode == Mode::kTimeout
+                               ? static_cast<int64_t>(start) + absl::ToInt64Nanoseconds(policy.timeout)
+                               : -1;
+  int64_t retry_ns = absl::ToInt64Nanoseconds(entry->cfg.retry_interval);
+  const int64_t retry_max = absl::ToInt64Nanoseconds(entry->cfg.retry_max);
+  s->blocked_now.fetch_add(1, std::memory_order_relaxed);
+  const int slot = ClaimSlot(s, start);
+  Guarded out{false, first_err};
+  for (;;) {
+    int64_t now = static_cast<int64_t>(MonotonicNs());
+    int64_t sleep = retry_ns;
+    if (deadline >= 0) sleep = std::min(sleep, deadline - now);
+    if (sleep > 0 && SleepNs(sleep) == EINTR && policy.interruptible) {
+      s->fail_interrupted.fetch_add(1, std::memory_order_relaxed);
+      out.err = EINTR;
+      break;
+    }
+    if (pool != nullptr) pool->ReleaseFree(need);
+    if (retry(ctx)) {
+      out = {true, 0};
+      s->alloc_waited.fetch_add(1, std::memory_order_relaxed);
+      break;
+    }
+    out.err = errno;
+    if (!IsShortageErrno(out.err)) {
+      s->fail_source.fetch_add(1, std::memory_order_relaxed);
+      break;
+    }
+    now = static_cast<int64_t>(MonotonicNs());
+    if (deadline >= 0 && now >= deadline) {
+      s->fail_timeout.fetch_add(1, std::memory_order_relaxed);
+      out.err = ENOMEM;
+      break;
+    }
+    retry_ns = std::min(retry_ns * 2, retry_max);
+  }
+  if (slot >= 0) s->waiter_start_ns[slot].store(0, std::memory_order_relaxed);
+  s->blocked_now.fetch_sub(1, std::memory_order_relaxed);
+  RecordWait(s, MonotonicNs() - start);
+  return out;
+}
+
+void Runtime::CountPassthrough(int call) {
+  if (config_.count_passthrough) StatsStoreCountPassthrough(call);
+}
+
+namespace {
+std::atomic<int> g_hook_fired[kFamilies];
+thread_local bool t_probe __attribute__((tls_model("initial-exec"))) = false;
+}  // namespace
+
+void Runtime::NoteHookFired(Family f) {
+  if (t_probe) g_hook_fired[static_cast<int>(f)].store(1, std::memory_order_relaxed);
+}
+
+void Runtime::ReportHookSelfCheck() {
+  // Call each family through the global symbol scope, as the application would. If another
+  // interposer shadows ours without chaining, our hook never sees the probe.
+  using MunmapFn = int (*)(void*, size_t);
+  using ShmdtFn = int (*)(const void*);
+  using MunlockFn = int (*)(const void*, size_t);
+  t_probe = true;
+  if (auto f = reinterpret_cast<MunmapFn>(dlsym(RTLD_DEFAULT, "munmap"))) f(nullptr, 0);
+  if (auto f = reinterpret_cast<ShmdtFn>(dlsym(RTLD_DEFAULT, "shmdt"))) f(nullptr);
+  if (auto f = reinterpret_cast<MunlockFn>(dlsym(RTLD_DEFAULT, "munlock"))) f(nullptr, 0);
+  t_probe = false;
+  const char* names[] = {"mmap", "shm", "mlock"};
+  for (int i = 0; i < 3; ++i) {
+    const bool fired = g_hook_fired[i].load() != 0;
+    StatsStoreHookState(i, !intercept_[i] ? 0 : fired ? 1 : 2);
+    if (intercept_[i] && !fired) {
+      DiagLine(absl::StrCat("dmashim: self-check: the ", names[i],
+                            " hooks do not fire (another interposer shadows them); that family "
+                            "passes through unguarded"));
+    }
+  }
+}
+
+}  // namespace dmashim
