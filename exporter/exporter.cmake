@@ -1,0 +1,15 @@
+# dmashim-exporter (DESIGN §7). The segment reader and the collector form a library so tests can
+# drive a scrape in-process; the binary adds the HTTP Exposer and the flags.
+add_library(dmashim_exporter_lib STATIC
+  ${CMAKE_CURRENT_LIST_DIR}/collector.cc
+  ${CMAKE_CURRENT_LIST_DIR}/segment_reader.cc
+)
+target_include_directories(dmashim_exporter_lib PUBLIC ${PROJECT_SOURCE_DIR})
+# The layout header needs only pools/stats.h (header + InitPoolStats); no writer code is linked.
+target_link_libraries(dmashim_exporter_lib PUBLIC
+  dmashim_pools prometheus-cpp::core absl::status absl::statusor absl::strings
+  absl::synchronization absl::function_ref)
+
+add_executable(dmashim-exporter ${CMAKE_CURRENT_LIST_DIR}/exporter_main.cc)
+target_link_libraries(dmashim-exporter PRIVATE dmashim_exporter_lib prometheus-cpp::pull)
+install(TARGETS dmashim-exporter RUNTIME DESTINATION bin)
