@@ -495,9 +495,9 @@ void Builder::ParseSection(const toml::table& table, KeySection section, absl::s
       Error(FileOrigin(key->source(), label),
             is_section ? absl::StrCat("expected a known section ([intercept] or [pool.NAME]), "
                                       "got [", name, "]")
-                       : absl::StrCat("expected one of ", KnownNames(section, ""),
+                       : absl::StrCat("expected a known key (", KnownNames(section, ""),
                                       section == KeySection::kTop ? ", [intercept], [pool.NAME]" : "",
-                                      "; got ", Quote(name)));
+                                      "), got ", Quote(name)));
       continue;
     }
     Set(*spec, {node, nullptr}, FileOrigin(node->source(), label), nullptr);
@@ -541,8 +541,8 @@ void Builder::ParsePoolTable(PoolDraft* draft, const toml::table& table, absl::s
     const ConfigKey* spec = FindKey(KeySection::kPool, name);
     const Origin at = FileOrigin(key->source(), absl::StrCat(path, KeyName(*key)));
     if (spec == nullptr) {
-      Error(at, absl::StrCat("expected one of ", KnownNames(KeySection::kPool, prefix), "; got ",
-                             Quote(KeyName(*key))));
+      Error(at, absl::StrCat("expected a known key (", KnownNames(KeySection::kPool, prefix),
+                             "), got ", Quote(KeyName(*key))));
     } else if (spec->type == KeyType::kMatch) {
       if (!node->is_table()) {
         Error(at, absl::StrCat("expected ", KeyTypeText(KeyType::kMatch), ", got ", Describe(*node)));
