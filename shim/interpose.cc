@@ -47,7 +47,7 @@ inline Runtime* RtInit() {
   return rt ? rt : Runtime::Init();
 }
 
-inline void Count(Runtime* rt, PassCall c) { rt->CountPassthrough(static_cast<int>(c)); }
+inline void Count(Runtime* rt, PassCall c) { rt->CountPassthrough(c); }
 
 // Huge page size of the hugetlbfs file behind fd, or 0 when it is not one.
 size_t HugetlbfsPageSize(int fd) {

@@ -9,7 +9,7 @@ add_library(dmashim SHARED
 )
 target_include_directories(dmashim PUBLIC ${PROJECT_SOURCE_DIR})
 target_compile_options(dmashim PRIVATE -fvisibility=hidden -fvisibility-inlines-hidden)
-target_link_libraries(dmashim PRIVATE dmashim_config dmashim_pools ${CMAKE_DL_LIBS})
+target_link_libraries(dmashim PRIVATE dmashim_config dmashim_segment dmashim_pools ${CMAKE_DL_LIBS})
 target_link_options(dmashim PRIVATE
   -Wl,--version-script=${CMAKE_CURRENT_LIST_DIR}/libdmashim.map
   -Wl,--exclude-libs,ALL -Wl,-z,nodelete -Wl,--no-undefined)

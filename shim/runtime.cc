@@ -1,6 +1,8 @@
 #include "shim/runtime.h"
 
 #include <dlfcn.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <fnmatch.h>
 #include <signal.h>
 #include <string.h>
@@ -71,6 +73,10 @@ void Runtime::Setup() {
   intercept_[static_cast<int>(Family::kIbverbs)] = config_.intercept_ibverbs;
 
   StatsStoreOpen(config_, static_cast<int>(config_.errors.size()));
+  // Registered before any pool exists, so in a fork child it runs before the pools' own handlers:
+  // the child must have its own segment before the pools publish the child's figures.
+  pthread_atfork(nullptr, nullptr, [] { StatsStoreForkChild(); });
+  atexit([] { StatsStoreMarkExited(); });
 
   PoolConfig def;
   def.name = "default";
@@ -359,7 +365,7 @@ Guarded Runtime::WaitLoop(PoolEntry* entry, size_t bytes, const WaitPolicy& poli
   return out;
 }
 
-void Runtime::CountPassthrough(int call) {
+void Runtime::CountPassthrough(PassCall call) {
   if (config_.count_passthrough) StatsStoreCountPassthrough(call);
 }
 

@@ -19,6 +19,7 @@
 #include "pools/dma_pool.h"
 #include "pools/mempool.h"
 #include "shim/config.h"
+#include "shim/stats_segment.h"
 
 namespace dmashim {
 
@@ -86,7 +87,7 @@ class Runtime {
   PoolEntry* FindPool(const char* name);
 
   // Counts a pass-through call (when count_passthrough) — index into the segment's call table.
-  void CountPassthrough(int call);
+  void CountPassthrough(PassCall call);
   void NoteHookFired(Family f);
   void ReportHookSelfCheck();
   void PrintSummary(int fd) const;

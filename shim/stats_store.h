@@ -5,24 +5,21 @@
 
 #include "pools/stats.h"
 #include "shim/config.h"
+#include "shim/stats_segment.h"
 
 namespace dmashim {
-
-// Pass-through calls counted when count_passthrough is on.
-enum class PassCall : int {
-  kMmap, kMunmap, kMremap, kMadvise, kMprotect, kMlock, kMunlock, kMlockall, kMunlockall,
-  kShmget, kShmat, kShmdt, kShmctl, kMemfdCreate, kFtruncate, kFallocate, kCount
-};
 
 void StatsStoreOpen(const Config& config, int config_errors);
 // A record for a new pool, or nullptr when none is left.
 PoolStats* StatsStoreAddPool(const char* name, PoolKind kind);
 // A shared overflow record for pools beyond capacity.
 PoolStats* StatsStoreFallback();
-void StatsStoreCountPassthrough(int call);
+void StatsStoreCountPassthrough(PassCall call);
 // family: 0 mmap, 1 shm, 2 mlock, 3 cuda, 4 ibverbs; state: 0 off, 1 firing, 2 not firing.
 void StatsStoreHookState(int family, int state);
-void StatsStoreMarkExited(int status);
+void StatsStoreMarkExited();
+// The segment, for call sites and control requests; nullptr when none could be created.
+StatsSegment* StatsStoreSegment();
 // After fork, in the child: a segment of its own, the pools' records re-pointed to it.
 void StatsStoreForkChild();
 

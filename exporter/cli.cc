@@ -1,0 +1,217 @@
+// The dmashim command: `dmashim run` preloads the shim into a program and reports what its pools
+// did; `stat` and `ctl` read and steer live processes through their stats segments.
+#include <errno.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "exporter/summary.h"
+#include "shim/config.h"
+
+#ifndef DMASHIM_BUILD_SHIM_PATH
+#define DMASHIM_BUILD_SHIM_PATH ""
+#endif
+#ifndef DMASHIM_INSTALL_SHIM_PATH
+#define DMASHIM_INSTALL_SHIM_PATH "/usr/lib/x86_64-linux-gnu/libdmashim.so"
+#endif
+
+namespace dmashim {
+namespace {
+
+constexpr char kUsage[] =
+    "usage: dmashim run [--config FILE] [--summary] [--exporter] -- PROGRAM [ARGS...]\n"
+    "       dmashim stat [--json]\n"
+    "\n"
+    "run       start PROGRAM with libdmashim.so preloaded (an existing LD_PRELOAD is kept);\n"
+    "          the exit status is PROGRAM's (128+N when killed by signal N)\n"
+    "  --config FILE  use FILE as the configuration (sets DMASHIM_CONFIG)\n"
+    "  --summary      print what each pool did when PROGRAM exits\n"
+    "  --exporter     start a private dmashim-exporter for the run and print its address\n"
+    "stat      a table of the processes and pools in the run directory\n";
+
+bool Exists(const std::string& p) { return !p.empty() && access(p.c_str(), R_OK) == 0; }
+
+std::string SelfDir() {
+  char buf[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  if (n <= 0) return "";
+  buf[n] = '\0';
+  std::string s(buf);
+  return s.substr(0, s.rfind('/'));
+}
+
+// The shim to preload, as an absolute path (ld.so ignores relative LD_PRELOAD entries in setuid
+// programs and resolves them against the cwd otherwise).
+std::string FindShim() {
+  if (const char* env = getenv("DMASHIM_LIBRARY"); env && env[0] == '/' && Exists(env)) return env;
+  const std::string dir = SelfDir();
+  for (const std::string& c :
+       {dir + "/../shim/libdmashim.so", std::string(DMASHIM_BUILD_SHIM_PATH),
+        dir + "/../lib/x86_64-linux-gnu/libdmashim.so", std::string(DMASHIM_INSTALL_SHIM_PATH)}) {
+    char real[PATH_MAX];
+    if (Exists(c) && realpath(c.c_str(), real) != nullptr) return real;
+  }
+  return "";
+}
+
+int FreeLoopbackPort() {
+  int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  int port = -1;
+  if (s >= 0 && bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+      getsockname(s, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+    port = ntohs(a.sin_port);
+  }
+  if (s >= 0) close(s);
+  return port;
+}
+
+pid_t StartExporter(const std::string& run_dir, int port) {
+  const std::string exe = SelfDir() + "/dmashim-exporter";
+  const std::string listen = absl::StrCat("127.0.0.1:", port);
+  pid_t pid = fork();
+  if (pid == 0) {
+    unsetenv("LD_PRELOAD");
+    execl(exe.c_str(), exe.c_str(), "--listen", listen.c_str(), "--run-dir", run_dir.c_str(),
+          static_cast<char*>(nullptr));
+    fprintf(stderr, "dmashim: cannot start %s: %s\n", exe.c_str(), strerror(errno));
+    _exit(127);
+  }
+  return pid;
+}
+
+int Run(int argc, char** argv) {
+  std::string config;
+  bool summary = false, exporter = false;
+  int i = 0;
+  for (; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--") {
+      ++i;
+      break;
+    } else if (a == "--config" && i + 1 < argc) {
+      config = argv[++i];
+    } else if (a == "--summary") {
+      summary = true;
+    } else if (a == "--exporter") {
+      exporter = true;
+    } else if (!a.empty() && a[0] == '-') {
+      fprintf(stderr, "dmashim run: unknown option %s\n%s", a.c_str(), kUsage);
+      return 2;
+    } else {
+      break;  // the program, without "--"
+    }
+  }
+  if (i >= argc) {
+    fprintf(stderr, "dmashim run: no program given\n%s", kUsage);
+    return 2;
+  }
+  const std::string shim = FindShim();
+  if (shim.empty()) {
+    fprintf(stderr, "dmashim run: libdmashim.so not found (set DMASHIM_LIBRARY to its path)\n");
+    return 2;
+  }
+  if (!config.empty()) {
+    char real[PATH_MAX];
+    if (realpath(config.c_str(), real) == nullptr) {
+      fprintf(stderr, "dmashim run: --config %s: %s\n", config.c_str(), strerror(errno));
+      return 2;
+    }
+    setenv("DMASHIM_CONFIG", real, 1);
+  }
+  std::string preload = shim;
+  if (const char* old = getenv("LD_PRELOAD"); old != nullptr && old[0] != '\0') {
+    bool present = false;
+    for (absl::string_view p : absl::StrSplit(old, absl::ByAnyChar(": "), absl::SkipEmpty())) {
+      present |= p == shim;
+    }
+    preload = present ? std::string(old) : absl::StrCat(shim, ":", old);
+  }
+  setenv("LD_PRELOAD", preload.c_str(), 1);
+
+  const Config cfg = LoadConfig(ProcessEnvironment(), false);
+  const std::string run_dir = ResolveRunDir(cfg.run_dir);
+  if (!run_dir.empty()) {
+    mkdir(run_dir.c_str(), 0700);  // so a private exporter has a directory to watch
+    setenv("DMASHIM_RUN_DIR", run_dir.c_str(), 1);
+  }
+  pid_t exporter_pid = -1;
+  if (exporter) {
+    const int port = FreeLoopbackPort();
+    exporter_pid = StartExporter(run_dir, port);
+    fprintf(stderr, "dmashim: exporter for this run: http://127.0.0.1:%d/metrics\n", port);
+  }
+
+  // The parent ignores the terminal's SIGINT/SIGQUIT while the program runs, like a shell does.
+  signal(SIGINT, SIG_IGN);
+  signal(SIGQUIT, SIG_IGN);
+  pid_t child = fork();
+  if (child < 0) {
+    perror("dmashim run: fork");
+    return 1;
+  }
+  if (child == 0) {
+    signal(SIGINT, SIG_DFL);
+    signal(SIGQUIT, SIG_DFL);
+    execvp(argv[i], argv + i);
+    fprintf(stderr, "dmashim run: %s: %s\n", argv[i], strerror(errno));
+    _exit(errno == ENOENT ? 127 : 126);
+  }
+  int status = 0;
+  while (waitpid(child, &status, 0) < 0 && errno == EINTR) {
+  }
+  const int rc = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  if (summary) {
+    std::vector<Snapshot> mine;
+    for (Snapshot& s : ReadAllSegments(run_dir)) {
+      if (s.pid == child) mine.push_back(std::move(s));
+    }
+    fputs(FormatSummary(mine).c_str(), stderr);
+  }
+  if (exporter_pid > 0) {
+    kill(exporter_pid, SIGTERM);
+    waitpid(exporter_pid, nullptr, 0);
+  }
+  return rc;
+}
+
+int Stat() {
+  const Config cfg = LoadConfig(ProcessEnvironment(), false);
+  fputs(FormatSummary(ReadAllSegments(ResolveRunDir(cfg.run_dir))).c_str(), stdout);
+  return 0;
+}
+
+}  // namespace
+}  // namespace dmashim
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    fputs(dmashim::kUsage, stderr);
+    return 2;
+  }
+  const std::string verb = argv[1];
+  if (verb == "run") return dmashim::Run(argc - 2, argv + 2);
+  if (verb == "stat") return dmashim::Stat();
+  if (verb == "-h" || verb == "--help" || verb == "help") {
+    fputs(dmashim::kUsage, stdout);
+    return 0;
+  }
+  fprintf(stderr, "dmashim: unknown command %s\n%s", verb.c_str(), dmashim::kUsage);
+  return 2;
+}
