@@ -1,10 +1,10 @@
 #include "shim/runtime.h"
 
 #include <dlfcn.h>
-#include <pthread.h>
-#include <stdlib.h>
 #include <fnmatch.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/auxv.h>
 #include <sys/mman.h>
@@ -155,25 +155,33 @@ PoolEntry* Runtime::RouteHuge(Family family, size_t page_size, bool shared, cons
   const CallFamily want = family == Family::kShm ? CallFamily::kShm : CallFamily::kMmap;
   const SourceKind kind = page_size == kHuge2M ? SourceKind::kHuge2M : SourceKind::kHuge1G;
   PoolEntry* fallback = nullptr;
-  for (size_t i = 1; i < entries_.size(); ++i) {
-    PoolEntry* e = entries_[i].get();
-    if (!e->pool || e->cfg.source != kind || e->cfg.match.hugetlb == false) continue;
-    if (e->cfg.match.call != CallFamily::kMmap && e->cfg.match.call != CallFamily::kShm) continue;
-    if (e->cfg.match.share == Share::kShared && !shared) continue;
-    if (e->cfg.match.share == Share::kPrivate && shared) continue;
-    if (!CallerMatches(e->cfg, caller)) continue;
-    if (e->cfg.match.call == want) return e;
-    // A SysV request with only mmap pools configured (or the reverse) still gets their reserve.
-    if (fallback == nullptr) fallback = e;
+  // Pools that name their caller are more specific than those that do not: they are tried first,
+  // whatever order the file lists them in.
+  for (int pass = 0; pass < 2; ++pass) {
+    for (size_t i = 1; i < entries_.size(); ++i) {
+      PoolEntry* e = entries_[i].get();
+      if (e->cfg.match.caller.empty() == (pass == 0)) continue;
+      if (!e->pool || e->cfg.source != kind || e->cfg.match.hugetlb == false) continue;
+      if (e->cfg.match.call != CallFamily::kMmap && e->cfg.match.call != CallFamily::kShm) continue;
+      if (e->cfg.match.share == Share::kShared && !shared) continue;
+      if (e->cfg.match.share == Share::kPrivate && shared) continue;
+      if (!CallerMatches(e->cfg, caller)) continue;
+      if (e->cfg.match.call == want) return e;
+      // A SysV request with only mmap pools configured (or the reverse) still gets their reserve.
+      if (fallback == nullptr) fallback = e;
+    }
   }
   return fallback ? fallback : default_entry_;
 }
 
 PoolEntry* Runtime::RoutePinned(const void* caller) {
-  for (size_t i = 1; i < entries_.size(); ++i) {
-    PoolEntry* e = entries_[i].get();
-    if (e->pool && e->cfg.match.call == CallFamily::kMlock && CallerMatches(e->cfg, caller)) {
-      return e;
+  for (int pass = 0; pass < 2; ++pass) {
+    for (size_t i = 1; i < entries_.size(); ++i) {
+      PoolEntry* e = entries_[i].get();
+      if (e->cfg.match.caller.empty() == (pass == 0)) continue;
+      if (e->pool && e->cfg.match.call == CallFamily::kMlock && CallerMatches(e->cfg, caller)) {
+        return e;
+      }
     }
   }
   return default_entry_;
@@ -281,7 +289,8 @@ void Runtime::OnMprotect(void* addr, size_t len, int prot) {
   auto it = regions_.upper_bound(lo);
   if (it != regions_.begin()) --it;
   for (; it != regions_.end() && it->first < hi; ++it) {
-    if (it->first + it->second.len > lo) it->second.prot_changed |= prot != (PROT_READ | PROT_WRITE);
+    if (it->first + it->second.len > lo)
+      it->second.prot_changed |= prot != (PROT_READ | PROT_WRITE);
   }
 }
 
@@ -323,9 +332,10 @@ Guarded Runtime::WaitLoop(PoolEntry* entry, size_t bytes, const WaitPolicy& poli
     return {false, first_err};
   }
   const uint64_t start = MonotonicNs();
-  const int64_t deadline = policy.mode == Mode::kTimeout
-                               ? static_cast<int64_t>(start) + absl::ToInt64Nanoseconds(policy.timeout)
-                               : -1;
+  const int64_t deadline =
+      policy.mode == Mode::kTimeout
+          ? static_cast<int64_t>(start) + absl::ToInt64Nanoseconds(policy.timeout)
+          : -1;
   int64_t retry_ns = absl::ToInt64Nanoseconds(entry->cfg.retry_interval);
   const int64_t retry_max = absl::ToInt64Nanoseconds(entry->cfg.retry_max);
   s->blocked_now.fetch_add(1, std::memory_order_relaxed);
