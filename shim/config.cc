@@ -3,16 +3,12 @@
 // one call site — and every problem becomes one "WHERE: KEY: expected …, got …" line in
 // Config::errors, so a bad file costs the host one stderr line, never the process (DESIGN §3.8).
 #include "shim/config.h"
-
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
+#include "shim/config_internal.h"
 
 #include <algorithm>
 #include <array>
-#include <cerrno>
 #include <cstdint>
-#include <cstring>
+#include <cstdio>
 #include <exception>
 #include <string_view>
 #include <utility>
@@ -29,95 +25,12 @@
 
 #include <toml++/toml.h>
 
-extern char** environ;
-
 namespace dmashim {
-
-// ---------------------------------------------------------------------------------------------
-// The key table's helpers.
-
-const char* KeyTypeText(KeyType type) {
-  switch (type) {
-    case KeyType::kBool: return "true or false";
-    case KeyType::kCount: return "a non-negative integer";
-    case KeyType::kString: return "a string";
-    case KeyType::kPath: return "an absolute path or \"\"";
-    case KeyType::kGlob: return "a non-empty glob such as \"librte_*.so\"";
-    case KeyType::kSize:
-      return "a size such as \"64KiB\", \"2MiB\", \"1GiB\" or an integer number of bytes";
-    case KeyType::kDuration: return "a positive duration such as \"50ms\" or \"10s\"";
-    case KeyType::kMode: return "\"block\", \"fail-fast\" or \"timeout:<duration>\"";
-    case KeyType::kZero: return "\"eager\", \"background\" or \"none\"";
-    case KeyType::kPrefault: return "\"first-use\" or \"startup\"";
-    case KeyType::kCall: return "\"mmap\", \"shm\", \"mlock\", \"cuda\" or \"ibverbs\"";
-    case KeyType::kShare: return "\"private\", \"shared\" or \"any\"";
-    case KeyType::kMatch: return "a table such as { call = \"mmap\", hugetlb = true, size = \"2MiB\" }";
-  }
-  return "a value";
-}
-
-std::string KeyPath(const ConfigKey& key, const std::string& pool) {
-  switch (key.section) {
-    case KeySection::kTop: return key.name;
-    case KeySection::kIntercept: return absl::StrCat("intercept.", key.name);
-    case KeySection::kPool: return absl::StrCat("pool.", pool, ".", key.name);
-  }
-  return key.name;
-}
-
-namespace {
-
-// The environment spelling of a name: uppercase, with '-' and '.' as '_'.
-std::string EnvWord(absl::string_view name) {
-  std::string out = absl::AsciiStrToUpper(name);
-  std::replace(out.begin(), out.end(), '-', '_');
-  std::replace(out.begin(), out.end(), '.', '_');
-  return out;
-}
-
-}  // namespace
-
-std::string KeyEnvName(const ConfigKey& key, const std::string& pool) {
-  switch (key.section) {
-    case KeySection::kTop: return absl::StrCat("DMASHIM_", EnvWord(key.name));
-    case KeySection::kIntercept: return absl::StrCat("DMASHIM_INTERCEPT_", EnvWord(key.name));
-    case KeySection::kPool:
-      // "<NAME>" is a placeholder for the docs; a real pool name gets the env spelling.
-      return absl::StrCat("DMASHIM_POOL_", pool == "<NAME>" ? pool : EnvWord(pool), "_",
-                          EnvWord(key.name));
-  }
-  return "";
-}
-
-namespace {
-
-// Plain text in a Markdown table cell: '|' would end the cell, "<duration>" would vanish as HTML.
-std::string MarkdownText(absl::string_view text) {
-  return absl::StrReplaceAll(text, {{"|", "\\|"}, {"<", "&lt;"}, {">", "&gt;"}});
-}
-
-}  // namespace
-
-std::string RenderKeyTableMarkdown() {
-  std::string out =
-      "| Key | Environment | Type | Default | Description |\n"
-      "| --- | --- | --- | --- | --- |\n";
-  for (const ConfigKey& key : kConfigKeys) {
-    // A match table is not a scalar: it has no variable of its own, only its match.* fields.
-    std::string env = key.type == KeyType::kMatch ? "—" : absl::StrCat("`", KeyEnvName(key), "`");
-    std::string def = key.default_text[0] == '\0' ? "unset" : absl::StrCat("`", key.default_text, "`");
-    absl::StrAppend(&out, "| `", KeyPath(key), "` | ", env, " | ", MarkdownText(KeyTypeText(key.type)),
-                    " | ", def, " | ", MarkdownText(key.doc), " |\n");
-  }
-  return out;
-}
 
 // ---------------------------------------------------------------------------------------------
 // The parser.
 
 namespace {
-
-constexpr size_t kMaxConfigBytes = size_t{1} << 20;  // a config file is small; refuse surprises
 
 // Where a value came from: "FILE:LINE" and the key path, or "environment" and "VAR (key path)".
 struct Origin {
@@ -152,10 +65,25 @@ struct PoolDraft {
   bool ok(KeyId id) const { return given(id) && !bad[static_cast<size_t>(id)]; }
 };
 
+// Control characters are escaped so that one problem stays one line, whatever the file holds.
+std::string OneLine(absl::string_view s) {
+  std::string out;
+  for (char c : s) {
+    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) {
+      char hex[5];
+      snprintf(hex, sizeof(hex), "\\x%02x", static_cast<unsigned char>(c));
+      out += hex;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
 std::string Quote(absl::string_view s) {
-  constexpr size_t kMax = 64;  // keep a line a line, whatever was pasted into the file
-  if (s.size() > kMax) return absl::StrCat("\"", s.substr(0, kMax), "…\"");
-  return absl::StrCat("\"", s, "\"");
+  constexpr size_t kMax = 64;  // a pasted blob does not turn a message into a page
+  if (s.size() > kMax) return absl::StrCat("\"", OneLine(s.substr(0, kMax)), "…\"");
+  return absl::StrCat("\"", OneLine(s), "\"");
 }
 
 std::string Describe(const toml::node& node) {
@@ -380,7 +308,7 @@ class Builder {
   explicit Builder(std::string filename) : filename_(std::move(filename)) {}
 
   void Error(const Origin& at, absl::string_view message) {
-    config_.errors.push_back(absl::StrCat(at.where, ": ", at.label, ": ", message));
+    config_.errors.push_back(OneLine(absl::StrCat(at.where, ": ", at.label, ": ", message)));
   }
 
   Origin FileOrigin(const toml::source_region& src, std::string label) const {
@@ -464,7 +392,9 @@ void Builder::ParseText(absl::string_view text) {
     const int line = static_cast<int>(e.source().begin.line);
     Error({absl::StrCat(filename_, ":", line), KeyAtLine(text, line)},
           absl::StrCat("expected valid TOML, got ",
-                       std::string(e.description().data(), e.description().size())));
+                       absl::StripPrefix(absl::string_view(e.description().data(),
+                                                           e.description().size()),
+                                         "Error while parsing ")));
     return;
   } catch (const std::exception& e) {  // bad_alloc: still one line, never an escape
     Error({filename_, "toml"}, absl::StrCat("expected a readable file, got ", e.what()));
@@ -655,99 +585,39 @@ Config Builder::Finish() {
   return std::move(config_);
 }
 
-// Reads a whole file through one descriptor, so what was checked (owner, mode) is what is read.
-// Returns 0, or an errno (ENOENT for a missing file); *error says what was wrong otherwise.
-int ReadConfigFile(const std::string& path, bool require_root_owned, std::string* text,
-                   std::string* error) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
-  if (fd < 0) return errno;
-  struct stat st;
-  int rc = 0;
-  if (::fstat(fd, &st) != 0) {
-    rc = errno;
-  } else if (!S_ISREG(st.st_mode)) {
-    *error = "expected a regular file, got another kind of file";
-    rc = EINVAL;
-  } else if (require_root_owned && (st.st_uid != 0 || (st.st_mode & (S_IWGRP | S_IWOTH)) != 0)) {
-    char mode[8];
-    snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(st.st_mode & 07777));
-    *error = absl::StrCat("expected a file owned by root and not writable by group or others, "
-                          "got owner uid ", st.st_uid, ", mode ", mode);
-    rc = EPERM;
-  } else if (static_cast<uint64_t>(st.st_size) > kMaxConfigBytes) {
-    *error = absl::StrCat("expected a file of at most ", FormatSize(kMaxConfigBytes), ", got ",
-                          st.st_size, " bytes");
-    rc = EFBIG;
-  } else {
-    text->resize(static_cast<size_t>(st.st_size));
-    size_t done = 0;
-    while (done < text->size()) {
-      const ssize_t n = ::read(fd, text->data() + done, text->size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        rc = n < 0 ? errno : 0;
-        break;  // shorter than fstat said (truncated meanwhile): parse what is there
-      }
-      done += static_cast<size_t>(n);
-    }
-    text->resize(done);
-  }
-  ::close(fd);
-  return rc;
-}
 
-class ProcessEnv final : public Environment {
- public:
-  const char* Get(const char* name) const override { return ::getenv(name); }
-  std::vector<std::string> DmashimNames() const override {
-    std::vector<std::string> names;
-    for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
-      absl::string_view entry = *e;
-      if (!absl::StartsWith(entry, "DMASHIM_")) continue;
-      names.emplace_back(entry.substr(0, entry.find('=')));
-    }
-    return names;
+// The last line of defence of "never throws out": only std::bad_alloc can get here.
+Config OutOfMemory() {
+  Config c;
+  try {
+    c.errors.emplace_back("dmashim: configuration: expected memory to parse it, got none");
+  } catch (...) {
   }
-};
+  return c;
+}
 
 }  // namespace
 
-const Environment& ProcessEnvironment() {
-  // Never destroyed: the shim may still read it from atexit handlers and destructors of others.
-  static const ProcessEnv* const env = new ProcessEnv;
-  return *env;
+namespace config_internal {
+
+Config Build(const BuildInput& in) {
+  try {
+    Builder b{in.filename};
+    b.config().path = in.path;
+    if (!in.load_error.empty()) b.config().errors.push_back(in.load_error);
+    if (in.text != nullptr) b.ParseText(*in.text);
+    if (in.env != nullptr) b.ApplyEnvironment(*in.env);
+    return b.Finish();
+  } catch (...) {
+    return OutOfMemory();
+  }
 }
+
+}  // namespace config_internal
 
 Config ParseConfig(absl::string_view toml_text, absl::string_view filename) {
-  Builder b{std::string(filename)};
-  b.ParseText(toml_text);
-  return b.Finish();
-}
-
-Config LoadConfigFrom(const Environment& env, bool secure, const std::string& default_path) {
-  // In a setuid program the environment belongs to the unprivileged caller: not even
-  // DMASHIM_CONFIG is read (DESIGN §3.7).
-  const char* chosen = secure ? nullptr : env.Get("DMASHIM_CONFIG");
-  const bool explicit_path = chosen != nullptr && chosen[0] != '\0';
-  const std::string path = explicit_path ? std::string(chosen) : default_path;
-  std::string text, error;
-  const int rc = ReadConfigFile(path, secure, &text, &error);
-  Builder b{path};
-  const std::string label = explicit_path ? "DMASHIM_CONFIG" : "file";
-  if (rc == 0) {
-    b.config().path = path;
-    b.ParseText(text);
-  } else if (rc != ENOENT || explicit_path) {
-    // A missing default file means "no configuration": pure telemetry. Anything else is a line.
-    b.Error({path, label},
-            error.empty() ? absl::StrCat("expected a readable file, got ", std::strerror(rc)) : error);
-  }
-  if (!secure) b.ApplyEnvironment(env);
-  return b.Finish();
-}
-
-Config LoadConfig(const Environment& env, bool secure) {
-  return LoadConfigFrom(env, secure, kDefaultConfigPath);
+  const std::string text(toml_text);
+  return config_internal::Build({"", std::string(filename), &text, nullptr, ""});
 }
 
 }  // namespace dmashim

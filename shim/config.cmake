@@ -1,6 +1,9 @@
 # shim/config: the configuration (DESIGN §6) — the key table, the TOML parser, env overrides — and
 # the tool that renders the key table into README.md.
-add_library(dmashim_config STATIC ${CMAKE_CURRENT_LIST_DIR}/config.cc)
+add_library(dmashim_config STATIC
+  ${CMAKE_CURRENT_LIST_DIR}/config.cc
+  ${CMAKE_CURRENT_LIST_DIR}/config_keys.cc
+  ${CMAKE_CURRENT_LIST_DIR}/config_load.cc)
 target_include_directories(dmashim_config PUBLIC ${PROJECT_SOURCE_DIR})
 target_compile_options(dmashim_config PRIVATE -fvisibility=hidden)
 target_link_libraries(dmashim_config PUBLIC

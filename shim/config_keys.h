@@ -152,6 +152,9 @@ const char* KeyTypeText(KeyType type);
 // "strict", "intercept.mmap", "pool.NAME.reserve" (with `pool` as NAME when given).
 std::string KeyPath(const ConfigKey& key, const std::string& pool = "NAME");
 
+// The environment spelling of a name: uppercase, with '-' and '.' as '_' ("rx-buffers" → RX_BUFFERS).
+std::string EnvWord(const std::string& name);
+
 // DMASHIM_STRICT, DMASHIM_INTERCEPT_MMAP, DMASHIM_POOL_<NAME>_MATCH_SIZE (pool uppercased, '-'→'_').
 std::string KeyEnvName(const ConfigKey& key, const std::string& pool = "<NAME>");
 

@@ -343,6 +343,8 @@ INSTANTIATE_TEST_SUITE_P(
                 "the integer 0"},
         BadCase{"BadZero", "[pool.rx]\nzero = \"lazy\"\n", 2, "pool.rx.zero",
                 "\"eager\", \"background\" or \"none\""},
+        BadCase{"ControlCharactersAreEscaped", "[pool.rx]\nzero = \"la\\nzy\"\n", 2, "pool.rx.zero",
+                "got \"la\\x0azy\""},
         BadCase{"BadPrefault", "[pool.rx]\nprefault = \"never\"\n", 2, "pool.rx.prefault",
                 "\"first-use\" or \"startup\", got \"never\""},
         BadCase{"BadShare", "[pool.rx]\nmatch = { share = \"both\" }\n", 2, "pool.rx.match.share",
