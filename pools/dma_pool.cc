@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <string.h>
 
+#include <algorithm>
 #include <bit>
 #include <cstdio>
 
@@ -31,11 +32,14 @@ absl::StatusOr<std::unique_ptr<DmaPool>> DmaPool::Create(DmaPoolOptions o, Mempo
   if (o.size == 0) {
     return absl::InvalidArgumentError(absl::StrCat("dma pool ", o.name, ": size must be > 0"));
   }
+  // Every page starts on a multiple of the source's page size (4 KiB for an anonymous or pinned
+  // element of 64 KiB), not of the element size: that is all the alignment carving can build on.
+  const size_t page_align = std::min(page, SourcePageSize(pages->options().source.kind));
   if (o.align == 0) o.align = 1;
-  if (!IsPow2(o.align) || o.align > page) {
+  if (!IsPow2(o.align) || o.align > page_align) {
     return absl::InvalidArgumentError(absl::StrCat("dma pool ", o.name, ": align ", o.align,
                                                    " must be a power of two no larger than the ",
-                                                   page, "-byte page"));
+                                                   page_align, "-byte alignment of its pages"));
   }
   size_t block = std::max(o.size, kDmaMinBlock);
   block = (block + o.align - 1) & ~(o.align - 1);
@@ -43,13 +47,23 @@ absl::StatusOr<std::unique_ptr<DmaPool>> DmaPool::Create(DmaPoolOptions o, Mempo
     return absl::InvalidArgumentError(absl::StrCat("dma pool ", o.name, ": block size ", block,
                                                    " exceeds the ", page, "-byte page"));
   }
-  size_t boundary = o.boundary == 0 ? page : o.boundary;
-  if (!IsPow2(boundary) || boundary < block) {
-    return absl::InvalidArgumentError(absl::StrCat("dma pool ", o.name, ": boundary ", o.boundary,
-                                                   " must be a power of two no smaller than the ",
-                                                   block, "-byte block"));
+  // No boundary: blocks only stay inside their page (which need not be a power of two).
+  size_t boundary = page;
+  if (o.boundary != 0) {
+    if (!IsPow2(o.boundary) || o.boundary < block) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "dma pool ", o.name, ": boundary ", o.boundary,
+          " must be a power of two no smaller than the ", block, "-byte block"));
+    }
+    // A boundary is absolute: chunks carved from the page start line up with it only when the
+    // start is aligned to it (or the page is one aligned source page, which nothing can cross).
+    if (o.boundary > page_align && page != page_align) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "dma pool ", o.name, ": boundary ", o.boundary, " exceeds the ", page_align,
+          "-byte alignment of its ", page, "-byte pages"));
+    }
+    boundary = std::min(o.boundary, page);
   }
-  boundary = std::min(boundary, page);
   return std::unique_ptr<DmaPool>(new DmaPool(std::move(o), pages, stats, block, boundary));
 }
 

@@ -1,0 +1,134 @@
+// Real huge-page exhaustion: a child process (HugePageHog) takes every free 2 MiB page on the node.
+#include <errno.h>
+#include <string.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "pools/mempool.h"
+#include "tests/pools/pool_test_util.h"
+
+namespace dmashim::testing {
+namespace {
+
+constexpr size_t k2M = kHugePage2M;
+
+class MempoolExhaustion : public HugePoolTest {};
+
+TEST_F(MempoolExhaustion, ReserveServesRAllocationsThenModeApplies) {
+  constexpr size_t kReserve = 4;
+  auto o = HugeOptions("exhaust", kReserve, Mode::kFailFast);
+  o.retry_interval = absl::Milliseconds(10);
+  o.retry_max = absl::Milliseconds(20);
+  auto pool = MakePool(o, &RealSysCalls());
+  ASSERT_NE(pool, nullptr);
+  ASSERT_EQ(pool->Prefill(), kReserve);
+
+  HugePageHog hog;
+  ASSERT_TRUE(hog.ok()) << hog.error();
+  EXPECT_EQ(FreeHugePages2M(), 0) << "the hog should hold every free huge page";
+
+  std::vector<void*> held;
+  int err = 0;
+  for (size_t i = 0; i < kReserve; ++i) {
+    void* p = pool->Alloc(k2M, &err);
+    ASSERT_NE(p, nullptr) << "reserve element " << i << ": " << strerror(err);
+    memset(p, 0xee, k2M);  // the pages are real: writing them cannot SIGBUS
+    held.push_back(p);
+  }
+  const PoolStats& s = pool->stats();
+  EXPECT_EQ(s.alloc_reserve.load(), kReserve);
+
+  // fail-fast: at once, ENOMEM, counted; the kernel was asked and said no.
+  const uint64_t failures_before = s.source_failures.load();
+  EXPECT_EQ(pool->Alloc(k2M, &err), nullptr);
+  EXPECT_EQ(err, ENOMEM);
+  EXPECT_EQ(s.fail_fast.load(), 1u);
+  EXPECT_EQ(s.source_failures.load(), failures_before + 1);
+
+  // timeout: after its bound.
+  const uint64_t t0 = MonotonicNs();
+  EXPECT_EQ(pool->Alloc(k2M, WaitPolicy{Mode::kTimeout, absl::Milliseconds(100), false}, &err),
+            nullptr);
+  EXPECT_EQ(err, ENOMEM);
+  EXPECT_GE(MonotonicNs() - t0, 100'000'000u);
+  EXPECT_EQ(s.fail_timeout.load(), 1u);
+
+  // block: two waiters stay blocked while the hog holds the pages ...
+  std::atomic<int> completed{0};
+  std::vector<void*> got(2, nullptr);
+  std::vector<std::thread> waiters;
+  for (int i = 0; i < 2; ++i) {
+    waiters.emplace_back([&, i] {
+      int e = 0;
+      got[i] = pool->Alloc(k2M, WaitPolicy{Mode::kBlock, absl::ZeroDuration(), false}, &e);
+      completed.fetch_add(1);
+    });
+  }
+  ASSERT_TRUE(WaitFor([&] { return s.blocked_now.load() == 2; }, 5000));
+  usleep(200'000);
+  EXPECT_EQ(completed.load(), 0);
+  // ... and complete once it lets go (no wake-up crosses processes: the source retry finds them).
+  const uint64_t released_ns = MonotonicNs();
+  ASSERT_TRUE(hog.Release());
+  for (auto& w : waiters) w.join();
+  EXPECT_LT(MonotonicNs() - released_ns, 2'000'000'000u);
+  EXPECT_EQ(completed.load(), 2);
+  for (void* p : got) {
+    ASSERT_NE(p, nullptr);
+    EXPECT_TRUE(AllZero(p, k2M));
+    held.push_back(p);
+  }
+  EXPECT_EQ(s.alloc_waited.load(), 2u);
+  EXPECT_EQ(s.blocked_now.load(), 0);
+  EXPECT_EQ(s.fail_fast.load() + s.fail_timeout.load(), 2u) << "no new failures";
+  for (void* p : held) EXPECT_TRUE(pool->Free(p));
+  EXPECT_EQ(s.in_use.load(), 0);
+}
+
+TEST_F(MempoolExhaustion, ResizeGrowIsPartialWhenPagesRunOut) {
+  auto o = HugeOptions("exhaust-resize", 2, Mode::kFailFast);
+  auto pool = MakePool(o, &RealSysCalls());
+  ASSERT_NE(pool, nullptr);
+  ASSERT_EQ(pool->Prefill(), 2u);
+  // Leave exactly 3 pages free for the pool: the hog takes all the others.
+  const long free_now = FreeHugePages2M();
+  ASSERT_GE(free_now, 3);
+  HugePageHog hog(free_now - 3);
+  ASSERT_TRUE(hog.ok()) << hog.error();
+  ASSERT_EQ(hog.pages(), free_now - 3);
+  ResizeResult r = pool->Resize(10);
+  EXPECT_EQ(r.target, 10u);
+  EXPECT_EQ(r.held, 5u) << "2 held + the 3 pages the node had left";
+  EXPECT_EQ(r.err, ENOMEM);
+  EXPECT_EQ(FreeHugePages2M(), 0);
+  EXPECT_EQ(pool->stats().elements_total.load(), 5);
+  ASSERT_TRUE(hog.Release());
+  r = pool->Resize(10);
+  EXPECT_EQ(r.held, 10u);
+  EXPECT_EQ(r.err, 0);
+}
+
+TEST(HugePageHogTest, TakesEveryFreePageAndGivesThemBack) {
+  DMASHIM_REQUIRE_FREE_HUGE_PAGES(8);
+  const long before = FreeHugePages2M();
+  {
+    HugePageHog hog;
+    ASSERT_TRUE(hog.ok()) << hog.error();
+    EXPECT_GE(hog.pages(), 8);
+    EXPECT_EQ(FreeHugePages2M(), 0);
+    EXPECT_TRUE(hog.Release());
+    EXPECT_TRUE(hog.Release()) << "idempotent";
+  }
+  EXPECT_GE(FreeHugePages2M(), before - 2);  // others on the node may take a page or two
+  HugePageHog limited(3, 1);
+  ASSERT_TRUE(limited.ok());
+  EXPECT_EQ(limited.pages(), 3);
+  // The safety delay: the child lets go on its own after 1 s.
+  EXPECT_TRUE(WaitFor([&] { return FreeHugePages2M() >= before - 2; }, 5000));
+}
+
+}  // namespace
+}  // namespace dmashim::testing

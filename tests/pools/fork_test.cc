@@ -1,0 +1,128 @@
+// fork(2): free reserve elements are MADV_DONTFORK (not in the child), handed-out elements are
+// inherited like any mapping of the app's.
+#include <errno.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <string>
+
+#include "gtest/gtest.h"
+#include "pools/mempool.h"
+#include "tests/pools/pool_test_util.h"
+
+namespace dmashim::testing {
+namespace {
+
+constexpr size_t k2M = kHugePage2M;
+
+// True when `p` is mapped in this process (msync fails with ENOMEM on an unmapped range).
+bool IsMapped(void* p) { return msync(p, 4096, MS_ASYNC) == 0; }
+
+enum ChildFailure : int {
+  kFreeInherited = 1 << 0,
+  kInUseMissing = 1 << 1,
+  kInUseContent = 1 << 2,
+  kChildReserveNotEmpty = 1 << 3,
+  kChildOwnsFree = 1 << 4,
+  kChildAllocFailed = 1 << 5,
+};
+
+std::string Explain(int bits) {
+  std::string s;
+  if (bits & kFreeInherited) s += " a free reserve element is mapped in the child;";
+  if (bits & kInUseMissing) s += " a handed-out element is not mapped in the child;";
+  if (bits & kInUseContent) s += " a handed-out element lost its contents in the child;";
+  if (bits & kChildReserveNotEmpty) s += " the child's pool still counts free elements;";
+  if (bits & kChildOwnsFree) s += " the child's pool still claims a free element;";
+  if (bits & kChildAllocFailed) s += " the child could not rebuild its reserve;";
+  return s;
+}
+
+// Forks; the child checks `free_elems` are absent and `used` present with pattern `seed`, then exits
+// with a bit set per broken rule. Returns the bits (or -1 when the child died otherwise).
+int ForkAndCheck(Mempool* pool, const std::vector<void*>& free_elems,
+                 const std::vector<void*>& used, uint64_t seed) {
+  pid_t pid = fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    int bits = 0;
+    for (void* p : free_elems) {
+      if (IsMapped(p)) bits |= kFreeInherited;
+      if (pool->Owns(p)) bits |= kChildOwnsFree;
+    }
+    for (void* p : used) {
+      if (!IsMapped(p)) {
+        bits |= kInUseMissing;
+      } else if (!HasPattern(p, k2M, seed + reinterpret_cast<uintptr_t>(p))) {
+        bits |= kInUseContent;
+      }
+    }
+    if (pool->stats().reserve_level.load() != 0) bits |= kChildReserveNotEmpty;
+    int err = 0;
+    void* fresh = pool->Alloc(k2M, &err);
+    if (fresh == nullptr || !AllZero(fresh, k2M)) bits |= kChildAllocFailed;
+    _exit(bits);  // never run the parent's atexit handlers or gtest's teardown
+  }
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+class MempoolFork : public HugePoolTest {};
+
+TEST_F(MempoolFork, FreeReserveElementsAreNotInChildHandedOutAre) {
+  auto pool = MakePool(HugeOptions("fork", 4, Mode::kFailFast), &RealSysCalls());
+  ASSERT_NE(pool, nullptr);
+  ASSERT_EQ(pool->Prefill(), 4u);
+  int err = 0;
+  std::vector<void*> used;
+  for (int i = 0; i < 2; ++i) {
+    void* p = pool->Alloc(k2M, &err);
+    ASSERT_NE(p, nullptr);
+    FillPattern(p, k2M, 7 + reinterpret_cast<uintptr_t>(p));
+    used.push_back(p);
+  }
+  // The two elements still free: allocate and free them back to learn their addresses.
+  std::vector<void*> free_elems;
+  for (int i = 0; i < 2; ++i) free_elems.push_back(pool->Alloc(k2M, &err));
+  for (void* p : free_elems) ASSERT_TRUE(pool->Free(p));
+  ASSERT_EQ(pool->stats().reserve_level.load(), 2);
+
+  const int bits = ForkAndCheck(pool.get(), free_elems, used, 7);
+  EXPECT_EQ(bits, 0) << Explain(bits);
+  // The parent is untouched: everything still mapped, counted, and usable.
+  for (void* p : free_elems) EXPECT_TRUE(IsMapped(p));
+  for (void* p : used) EXPECT_TRUE(HasPattern(p, k2M, 7 + reinterpret_cast<uintptr_t>(p)));
+  EXPECT_EQ(pool->stats().reserve_level.load(), 2);
+  EXPECT_EQ(pool->stats().in_use.load(), 2);
+  for (void* p : used) EXPECT_TRUE(pool->Free(p));
+}
+
+TEST_F(MempoolFork, ElementReusedAfterForkIsInheritedAtNextFork) {
+  auto pool = MakePool(HugeOptions("fork-reuse", 2, Mode::kFailFast), &RealSysCalls());
+  ASSERT_NE(pool, nullptr);
+  int err = 0;
+  void* a = pool->Alloc(k2M, &err);
+  void* b = pool->Alloc(k2M, &err);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  FillPattern(a, k2M, 3 + reinterpret_cast<uintptr_t>(a));
+  ASSERT_TRUE(pool->Free(b));
+  int bits = ForkAndCheck(pool.get(), {b}, {a}, 3);
+  ASSERT_EQ(bits, 0) << "first fork:" << Explain(bits);
+
+  // Swap roles: b (DONTFORK at the first fork) is handed out again, a goes back to the pool.
+  void* b2 = pool->Alloc(k2M, &err);
+  ASSERT_EQ(b2, b);
+  FillPattern(b, k2M, 3 + reinterpret_cast<uintptr_t>(b));
+  ASSERT_TRUE(pool->Free(a));
+  bits = ForkAndCheck(pool.get(), {a}, {b}, 3);
+  EXPECT_EQ(bits, 0) << "second fork:" << Explain(bits);
+  pool->Free(b);
+}
+
+}  // namespace
+}  // namespace dmashim::testing

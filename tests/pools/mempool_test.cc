@@ -1,0 +1,530 @@
+// Mempool semantics on real 2 MiB huge pages: wait modes, zeroing, reserve and keep levels, resize.
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <string.h>
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include "gtest/gtest.h"
+#include "pools/maintenance.h"
+#include "pools/mempool.h"
+#include "tests/pools/pool_test_util.h"
+
+namespace dmashim::testing {
+namespace {
+
+constexpr size_t k2M = kHugePage2M;
+
+uint64_t Load(const Counter& c) { return c.load(); }
+int64_t Load(const Gauge& g) { return g.load(); }
+
+uint64_t HistogramTotal(const PoolStats& s) {
+  uint64_t n = 0;
+  for (const auto& b : s.wait_buckets) n += b.load();
+  return n;
+}
+
+// ---- 1. Block mode never fails while the reserve covers the demand -------------------------------
+
+class MempoolBlock : public HugePoolTest {};
+
+TEST_F(MempoolBlock, BlockModeNeverFailsWhileReserveCovers) {
+  constexpr size_t kReserve = 4;
+  constexpr int kThreads = 8;
+  constexpr int kIters = 150;
+  auto o = HugeOptions("block-reserve", kReserve, Mode::kBlock);
+  auto pool = MakePool(o);
+  ASSERT_NE(pool, nullptr);
+  ASSERT_EQ(pool->Prefill(), kReserve);
+  TheFaults().fail_mmap = true;  // from now on the kernel has no huge page for this pool
+
+  std::atomic<int> failures{0}, wrong_content{0};
+  std::atomic<int> holding{0}, max_holding{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kIters; ++i) {
+        int err = 0;
+        void* p = pool->Alloc(k2M, &err);
+        if (p == nullptr) {
+          failures.fetch_add(1);
+          continue;
+        }
+        const int h = holding.fetch_add(1) + 1;
+        int m = max_holding.load();
+        while (h > m && !max_holding.compare_exchange_weak(m, h)) {
+        }
+        auto* w = static_cast<uint64_t*>(p);
+        if (w[0] != 0 || w[k2M / 8 - 1] != 0) wrong_content.fetch_add(1);
+        w[0] = static_cast<uint64_t>(t) + 1;
+        w[k2M / 8 - 1] = static_cast<uint64_t>(i) + 1;
+        std::this_thread::yield();
+        if (w[0] != static_cast<uint64_t>(t) + 1 || w[k2M / 8 - 1] != static_cast<uint64_t>(i) + 1) {
+          wrong_content.fetch_add(1);
+        }
+        holding.fetch_sub(1);
+        pool->Free(p);
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+
+  const PoolStats& s = pool->stats();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(wrong_content.load(), 0);
+  EXPECT_LE(max_holding.load(), static_cast<int>(kReserve));
+  EXPECT_EQ(Load(s.fail_fast) + Load(s.fail_timeout) + Load(s.fail_interrupted) +
+                Load(s.fail_source),
+            0u);
+  const uint64_t allocs = Load(s.alloc_source) + Load(s.alloc_reserve) + Load(s.alloc_waited);
+  EXPECT_EQ(allocs, static_cast<uint64_t>(kThreads * kIters));
+  EXPECT_EQ(Load(s.alloc_source), 0u);  // the source was failing the whole time
+  EXPECT_GT(Load(s.alloc_waited), 0u) << "8 threads on a reserve of 4 should have waited";
+  // Every wait is counted: once in wait_count, once in the histogram.
+  EXPECT_EQ(Load(s.wait_count), Load(s.alloc_waited));
+  EXPECT_EQ(HistogramTotal(s), Load(s.wait_count));
+  EXPECT_EQ(Load(s.blocked_now), 0);
+  EXPECT_EQ(Load(s.frees), allocs);
+  EXPECT_EQ(Load(s.in_use), 0);
+  EXPECT_EQ(Load(s.elements_total), static_cast<int64_t>(kReserve));
+  EXPECT_EQ(Load(s.high_water), static_cast<int64_t>(kReserve));
+}
+
+// ---- 2. Wait modes ---------------------------------------------------------------------------------
+
+class MempoolWait : public HugePoolTest {};
+
+TEST_F(MempoolWait, BlockWaitsForFreeAndWakesWhenItComes) {
+  auto o = HugeOptions("block-wake", 1, Mode::kBlock);
+  // Source retries far apart: only the free's wake-up can end the wait quickly.
+  o.retry_interval = absl::Seconds(20);
+  o.retry_max = absl::Seconds(20);
+  auto pool = MakePool(o);
+  ASSERT_NE(pool, nullptr);
+  int err = 0;
+  void* held = pool->Alloc(k2M, &err);
+  ASSERT_NE(held, nullptr) << strerror(err);
+  TheFaults().fail_mmap = true;
+
+  std::atomic<void*> got{nullptr};
+  std::atomic<uint64_t> done_ns{0};
+  std::thread waiter([&] {
+    int e = 0;
+    got = pool->Alloc(k2M, &e);
+    done_ns = MonotonicNs();
+  });
+  ASSERT_TRUE(WaitFor([&] { return pool->stats().blocked_now.load() == 1; }, 5000));
+  usleep(100'000);
+  EXPECT_EQ(got.load(), nullptr) << "the waiter must not complete before the free";
+  EXPECT_EQ(pool->stats().waiter_start_ns[0].load() != 0, true);
+  const uint64_t freed_ns = MonotonicNs();
+  ASSERT_TRUE(pool->Free(held));
+  waiter.join();
+  EXPECT_EQ(got.load(), held) << "the freed element goes to the waiter";
+  EXPECT_LT(done_ns.load() - freed_ns, 1'000'000'000u) << "woken by the free, not a retry";
+  const PoolStats& s = pool->stats();
+  EXPECT_EQ(s.alloc_waited.load(), 1u);
+  EXPECT_EQ(s.wait_count.load(), 1u);
+  EXPECT_GE(s.wait_sum_ns.load(), 100'000'000u);
+  EXPECT_EQ(s.blocked_now.load(), 0);
+  EXPECT_EQ(s.waiter_start_ns[0].load(), 0u);
+  pool->Free(got.load());
+}
+
+TEST_F(MempoolWait, TimeoutFailsAfterAboutItsBoundAndCountsTimeout) {
+  auto o = HugeOptions("timeout", 1, Mode::kTimeout);
+  o.policy.timeout = absl::Milliseconds(300);
+  o.retry_interval = absl::Milliseconds(20);
+  o.retry_max = absl::Milliseconds(40);
+  auto pool = MakePool(o);
+  ASSERT_NE(pool, nullptr);
+  int err = 0;
+  void* held = pool->Alloc(k2M, &err);
+  ASSERT_NE(held, nullptr);
+  TheFaults().fail_mmap = true;
+
+  const uint64_t t0 = MonotonicNs();
+  err = 0;
+  void* p = pool->Alloc(k2M, &err);
+  const uint64_t elapsed = MonotonicNs() - t0;
+  EXPECT_EQ(p, nullptr);
+  EXPECT_EQ(err, ENOMEM);
+  EXPECT_GE(elapsed, 300'000'000u);
+  EXPECT_LT(elapsed, 800'000'000u);
+  const PoolStats& s = pool->stats();
+  EXPECT_EQ(s.fail_timeout.load(), 1u);
+  EXPECT_EQ(s.fail_fast.load(), 0u);
+  EXPECT_EQ(s.wait_count.load(), 1u);
+  EXPECT_GT(s.source_failures.load(), 3u) << "the source is retried while waiting";
+  EXPECT_EQ(s.blocked_now.load(), 0);
+
+  // A per-call policy overrides the pool's: a 50 ms timeout on the same pool.
+  WaitPolicy shorter{Mode::kTimeout, absl::Milliseconds(50), false};
+  const uint64_t t1 = MonotonicNs();
+  EXPECT_EQ(pool->Alloc(k2M, shorter, &err), nullptr);
+  EXPECT_EQ(err, ENOMEM);
+  EXPECT_GE(MonotonicNs() - t1, 50'000'000u);
+  EXPECT_LT(MonotonicNs() - t1, 300'000'000u);
+  EXPECT_EQ(s.fail_timeout.load(), 2u);
+  pool->Free(held);
+}
+
+TEST_F(MempoolWait, FailFastFailsAtOnceAndCountsFailFast) {
+  auto pool = MakePool(HugeOptions("fail-fast", 1, Mode::kFailFast));
+  ASSERT_NE(pool, nullptr);
+  int err = 0;
+  void* held = pool->Alloc(k2M, &err);
+  ASSERT_NE(held, nullptr);
+  TheFaults().fail_mmap = true;
+  for (int i = 0; i < 3; ++i) {
+    err = 0;
+    const uint64_t t0 = MonotonicNs();
+    EXPECT_EQ(pool->Alloc(k2M, &err), nullptr);
+    EXPECT_LT(MonotonicNs() - t0, 20'000'000u);
+    EXPECT_EQ(err, ENOMEM);
+  }
+  const PoolStats& s = pool->stats();
+  EXPECT_EQ(s.fail_fast.load(), 3u);
+  EXPECT_EQ(s.fail_timeout.load(), 0u);
+  EXPECT_EQ(s.wait_count.load(), 0u);
+  EXPECT_EQ(s.source_failures.load(), 3u) << "the source is tried once per call, without waiting";
+  // Once an element comes back, fail-fast succeeds from the free list without a system call.
+  const long calls = TheFaults().mmap_calls.load();
+  ASSERT_TRUE(pool->Free(held));
+  void* again = pool->Alloc(k2M, &err);
+  EXPECT_EQ(again, held);
+  EXPECT_EQ(TheFaults().mmap_calls.load(), calls);
+  pool->Free(again);
+}
+
+TEST_F(MempoolWait, SourceErrorWaitingCannotFixFailsAtOnce) {
+  auto o = HugeOptions("einval", 0, Mode::kBlock);
+  auto pool = MakePool(o);
+  ASSERT_NE(pool, nullptr);
+  TheFaults().fail_mmap = true;
+  TheFaults().err = EINVAL;
+  int err = 0;
+  const uint64_t t0 = MonotonicNs();
+  EXPECT_EQ(pool->Alloc(k2M, &err), nullptr);
+  EXPECT_EQ(err, EINVAL);
+  EXPECT_LT(MonotonicNs() - t0, 20'000'000u);
+  EXPECT_EQ(pool->stats().fail_source.load(), 1u);
+  EXPECT_EQ(pool->stats().wait_count.load(), 0u);
+}
+
+std::atomic<int> g_signals{0};
+void CountSignal(int) { g_signals.fetch_add(1); }
+
+void InstallHandler() {
+  struct sigaction sa = {};
+  sa.sa_handler = CountSignal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;  // no SA_RESTART
+  ASSERT_EQ(sigaction(SIGUSR1, &sa, nullptr), 0);
+}
+
+TEST_F(MempoolWait, InterruptibleWaitEndsWithEintrOnSignal) {
+  InstallHandler();
+  auto o = HugeOptions("interruptible", 1, Mode::kBlock);
+  o.policy.interruptible = true;
+  auto pool = MakePool(o);
+  ASSERT_NE(pool, nullptr);
+  int err = 0;
+  void* held = pool->Alloc(k2M, &err);
+  ASSERT_NE(held, nullptr);
+  TheFaults().fail_mmap = true;
+
+  std::atomic<bool> done{false};
+  std::atomic<void*> got{reinterpret_cast<void*>(1)};
+  std::atomic<int> got_err{0};
+  std::thread waiter([&] {
+    int e = 0;
+    got = pool->Alloc(k2M, &e);
+    got_err = e;
+    done = true;
+  });
+  ASSERT_TRUE(WaitFor([&] { return pool->stats().blocked_now.load() == 1; }, 5000));
+  const int before = g_signals.load();
+  ASSERT_EQ(pthread_kill(waiter.native_handle(), SIGUSR1), 0);
+  EXPECT_TRUE(WaitFor([&] { return done.load(); }, 2000));
+  waiter.join();
+  EXPECT_EQ(g_signals.load(), before + 1);
+  EXPECT_EQ(got.load(), nullptr);
+  EXPECT_EQ(got_err.load(), EINTR);
+  const PoolStats& s = pool->stats();
+  EXPECT_EQ(s.fail_interrupted.load(), 1u);
+  EXPECT_EQ(s.blocked_now.load(), 0);
+  EXPECT_EQ(s.wait_count.load(), 1u);
+  pool->Free(held);
+}
+
+TEST_F(MempoolWait, UninterruptibleWaitSurvivesSignal) {
+  InstallHandler();
+  auto o = HugeOptions("uninterruptible", 1, Mode::kBlock);
+  auto pool = MakePool(o);
+  ASSERT_NE(pool, nullptr);
+  int err = 0;
+  void* held = pool->Alloc(k2M, &err);
+  ASSERT_NE(held, nullptr);
+  TheFaults().fail_mmap = true;
+
+  std::atomic<bool> done{false};
+  std::atomic<void*> got{nullptr};
+  std::thread waiter([&] {
+    int e = 0;
+    got = pool->Alloc(k2M, &e);
+    done = true;
+  });
+  ASSERT_TRUE(WaitFor([&] { return pool->stats().blocked_now.load() == 1; }, 5000));
+  const int before = g_signals.load();
+  ASSERT_EQ(pthread_kill(waiter.native_handle(), SIGUSR1), 0);
+  ASSERT_TRUE(WaitFor([&] { return g_signals.load() == before + 1; }, 2000));
+  usleep(100'000);
+  EXPECT_FALSE(done.load()) << "a signal must not end an uninterruptible wait";
+  ASSERT_TRUE(pool->Free(held));
+  waiter.join();
+  EXPECT_EQ(got.load(), held);
+  EXPECT_EQ(pool->stats().fail_interrupted.load(), 0u);
+  EXPECT_EQ(pool->stats().alloc_waited.load(), 1u);
+  pool->Free(got.load());
+}
+
+// ---- 4. Zero on reuse --------------------------------------------------------------------------------
+
+class MempoolZero : public HugePoolTest {};
+
+TEST_F(MempoolZero, RecycledElementsAreZeroInEagerMode) {
+  auto o = HugeOptions("zero-eager", 2, Mode::kFailFast);
+  o.zero = ZeroMode::kEager;
+  auto pool = MakePool(o);
+  ASSERT_NE(pool, nullptr);
+  int err = 0;
+  for (int round = 0; round < 3; ++round) {
+    void* a = pool->Alloc(k2M, &err);
+    void* b = pool->Alloc(k2M, &err);
+    ASSERT_NE(a, nullptr);
+    ASSERT_NE(b, nullptr);
+    EXPECT_TRUE(AllZero(a, k2M)) << "round " << round;
+    EXPECT_TRUE(AllZero(b, k2M)) << "round " << round;
+    memset(a, 0x5a, k2M);
+    memset(b, 0xa5, k2M);
+    pool->Free(a);
+    // Eager: zeroed by the time Free returns.
+    EXPECT_TRUE(AllZero(a, k2M));
+    pool->Free(b);
+  }
+  EXPECT_EQ(pool->stats().source_calls.load(), 2u) << "elements were recycled, not remapped";
+}
+
+TEST_F(MempoolZero, RecycledElementsAreZeroedAheadOfTimeInBackgroundMode) {
+  auto o = HugeOptions("zero-background", 2, Mode::kFailFast);
+  o.zero = ZeroMode::kBackground;
+  auto pool = MakePool(o);
+  ASSERT_NE(pool, nullptr);
+  int err = 0;
+  void* a = pool->Alloc(k2M, &err);
+  ASSERT_NE(a, nullptr);
+  EXPECT_TRUE(AllZero(a, k2M));
+  memset(a, 0x77, k2M);
+  pool->Free(a);
+  EXPECT_TRUE(WaitFor([] { return MaintenanceThreadsRunning() == 1; }, 2000))
+      << "background zeroing starts the maintenance thread";
+  // The maintenance thread zeroes the freed element while it sits on the free list.
+  auto* last = static_cast<volatile unsigned char*>(a) + k2M - 1;
+  EXPECT_TRUE(WaitFor([&] { return *last == 0; }, 3000));
+  EXPECT_TRUE(AllZero(a, k2M));
+
+  // Dirty elements taken before the thread got to them are zeroed inline: never dirty on reuse.
+  for (int i = 0; i < 20; ++i) {
+    void* p = pool->Alloc(k2M, &err);
+    ASSERT_NE(p, nullptr);
+    ASSERT_TRUE(AllZero(p, k2M)) << "iteration " << i;
+    memset(p, 0x11 + i, k2M);
+    pool->Free(p);
+  }
+  EXPECT_EQ(MaintenanceThreadsRunning(), 1) << "one maintenance thread, however many frees";
+}
+
+TEST_F(MempoolZero, NoneModeKeepsPreviousContents) {
+  auto o = HugeOptions("zero-none", 1, Mode::kFailFast);
+  o.zero = ZeroMode::kNone;
+  auto pool = MakePool(o);
+  ASSERT_NE(pool, nullptr);
+  int err = 0;
+  void* a = pool->Alloc(k2M, &err);
+  ASSERT_NE(a, nullptr);
+  FillPattern(a, k2M, 42);
+  pool->Free(a);
+  void* b = pool->Alloc(k2M, &err);
+  ASSERT_EQ(b, a);
+  EXPECT_TRUE(HasPattern(b, k2M, 42)) << "zero = none is the explicit opt-out of zeroing";
+  pool->Free(b);
+}
+
+// ---- 5. Reserve and keep levels, resize --------------------------------------------------------------
+
+class MempoolLevels : public HugePoolTest {};
+
+TEST_F(MempoolLevels, NeverDropsBelowReserve) {
+  auto o = HugeOptions("below-reserve", 6, Mode::kFailFast);
+  o.keep = 2;  // keep fewer free than the reserve: the reserve still wins
+  auto pool = MakePool(o);
+  ASSERT_NE(pool, nullptr);
+  EXPECT_EQ(pool->Prefill(), 6u);
+  const PoolStats& s = pool->stats();
+  EXPECT_EQ(s.reserve_level.load(), 6);
+  EXPECT_EQ(s.reserve_target.load(), 6);
+  std::vector<void*> held;
+  int err = 0;
+  for (int i = 0; i < 10; ++i) {
+    void* p = pool->Alloc(k2M, &err);
+    ASSERT_NE(p, nullptr) << strerror(err);
+    held.push_back(p);
+    EXPECT_GE(s.elements_total.load(), 6);
+  }
+  EXPECT_EQ(s.alloc_reserve.load(), 6u);
+  EXPECT_EQ(s.alloc_source.load(), 4u);
+  EXPECT_EQ(s.elements_total.load(), 10);
+  for (void* p : held) {
+    ASSERT_TRUE(pool->Free(p));
+    EXPECT_GE(s.elements_total.load(), 6) << "dropped below the reserve";
+  }
+  EXPECT_EQ(s.elements_total.load(), 6);
+  EXPECT_EQ(s.reserve_level.load(), 6);
+  EXPECT_EQ(s.source_releases.load(), 4u);
+  EXPECT_EQ(s.in_use.load(), 0);
+  EXPECT_EQ(s.high_water.load(), 10);
+  EXPECT_FALSE(pool->Free(held[0])) << "a double free is refused";
+}
+
+TEST_F(MempoolLevels, KeepsAtMostKeepFree) {
+  auto o = HugeOptions("keep", 2, Mode::kFailFast);
+  o.keep = 4;
+  auto pool = MakePool(o);
+  ASSERT_NE(pool, nullptr);
+  EXPECT_EQ(pool->keep(), 4u);
+  std::vector<void*> held;
+  int err = 0;
+  for (int i = 0; i < 12; ++i) {
+    void* p = pool->Alloc(k2M, &err);
+    ASSERT_NE(p, nullptr) << strerror(err);
+    held.push_back(p);
+  }
+  const long free_before = FreeHugePages2M();
+  for (void* p : held) {
+    pool->Free(p);
+    EXPECT_LE(pool->stats().reserve_level.load(), 4);
+  }
+  const PoolStats& s = pool->stats();
+  EXPECT_EQ(s.reserve_level.load(), 4);
+  EXPECT_EQ(s.elements_total.load(), 4);
+  EXPECT_EQ(s.source_releases.load(), 8u);
+  // The 8 released pages really went back to the kernel (other processes may move this a little).
+  EXPECT_GE(FreeHugePages2M() - free_before, 6);
+
+  // The default keep is max(reserve, 8).
+  auto dflt = MakePool(HugeOptions("keep-default", 3, Mode::kFailFast));
+  ASSERT_NE(dflt, nullptr);
+  EXPECT_EQ(dflt->keep(), 8u);
+}
+
+TEST_F(MempoolLevels, ResizeGrowPartialSaysHowFar) {
+  auto o = HugeOptions("resize-partial", 2, Mode::kFailFast);
+  auto pool = MakePool(o);
+  ASSERT_NE(pool, nullptr);
+  ASSERT_EQ(pool->Prefill(), 2u);
+  TheFaults().budget = 3;  // the kernel has 3 more pages for us, then none
+  ResizeResult r = pool->Resize(8);
+  EXPECT_EQ(r.target, 8u);
+  EXPECT_EQ(r.held, 5u);
+  EXPECT_EQ(r.err, ENOMEM);
+  EXPECT_EQ(pool->reserve(), 8u);
+  const PoolStats& s = pool->stats();
+  EXPECT_EQ(s.reserve_target.load(), 8);
+  EXPECT_EQ(s.elements_total.load(), 5);
+  // When pages come back, growing again completes.
+  TheFaults().budget = -1;
+  r = pool->Resize(8);
+  EXPECT_EQ(r.held, 8u);
+  EXPECT_EQ(r.err, 0);
+  EXPECT_EQ(s.reserve_level.load(), 8);
+}
+
+TEST_F(MempoolLevels, ResizeShrinkReturnsSurplus) {
+  auto o = HugeOptions("resize-shrink", 8, Mode::kFailFast);
+  o.keep = 2;
+  auto pool = MakePool(o);
+  ASSERT_NE(pool, nullptr);
+  ASSERT_EQ(pool->Prefill(), 8u);
+  int err = 0;
+  void* held = pool->Alloc(k2M, &err);  // one in use survives any shrink
+  ASSERT_NE(held, nullptr);
+  ResizeResult r = pool->Resize(1);
+  EXPECT_EQ(r.target, 1u);
+  EXPECT_EQ(r.err, 0);
+  const PoolStats& s = pool->stats();
+  EXPECT_EQ(s.reserve_target.load(), 1);
+  EXPECT_EQ(s.in_use.load(), 1);
+  EXPECT_LE(s.reserve_level.load(), 2) << "at most keep free after a shrink";
+  EXPECT_EQ(s.elements_total.load(), 1 + s.reserve_level.load());
+  EXPECT_EQ(r.held, static_cast<size_t>(s.elements_total.load()));
+  EXPECT_EQ(s.source_releases.load(), static_cast<uint64_t>(8 - s.elements_total.load()));
+  EXPECT_TRUE(pool->Free(held));
+  EXPECT_EQ(s.elements_total.load(), 2);
+}
+
+TEST_F(MempoolLevels, MaxCapsElementsInUse) {
+  auto o = HugeOptions("max", 1, Mode::kFailFast);
+  o.max = 3;
+  auto pool = MakePool(o);
+  ASSERT_NE(pool, nullptr);
+  std::vector<void*> held;
+  int err = 0;
+  for (int i = 0; i < 3; ++i) {
+    void* p = pool->Alloc(k2M, &err);
+    ASSERT_NE(p, nullptr);
+    held.push_back(p);
+  }
+  EXPECT_EQ(pool->Alloc(k2M, &err), nullptr);
+  EXPECT_EQ(err, ENOMEM);
+  EXPECT_EQ(pool->stats().fail_fast.load(), 1u);
+  EXPECT_EQ(pool->stats().in_use.load(), 3);
+  for (void* p : held) pool->Free(p);
+}
+
+TEST(MempoolOptionsTest, CreateRejectsBadOptionsNamingThem) {
+  auto bad = [](MempoolOptions o, const char* word) {
+    auto r = Mempool::Create(std::move(o));
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_NE(std::string(r.status().message()).find(word), std::string::npos) << r.status();
+  };
+  MempoolOptions o = HugeOptions("ok", 1, Mode::kBlock);
+  MempoolOptions x = o;
+  x.name = "";
+  bad(x, "name");
+  x = o;
+  x.name = std::string(kPoolNameMax, 'n');
+  bad(x, "name");
+  x = o;
+  x.element_size = 3 << 20;
+  bad(x, "element size");
+  x = o;
+  x.max = 1;
+  x.reserve = 2;
+  bad(x, "reserve");
+  x = o;
+  x.policy.mode = Mode::kTimeout;
+  x.policy.timeout = absl::ZeroDuration();
+  bad(x, "timeout");
+  x = o;
+  x.retry_interval = absl::ZeroDuration();
+  bad(x, "retry_interval");
+  EXPECT_TRUE(Mempool::Create(o).ok());
+}
+
+}  // namespace
+}  // namespace dmashim::testing
