@@ -3,7 +3,11 @@
 //
 //   dmashim-exporter [--listen ADDR:PORT] [--run-dir DIR] [--no-pid-label] [--once]
 //
-// --once prints one scrape's exposition text to stdout and exits (tests, promtool, cron).
+// --once prints one scrape's exposition text to stdout and exits (tests, promtool, cron); it
+// deletes nothing, since reaping needs the memory of a previous scrape.
+//
+// Reaping assumes one scraper: with several Prometheus servers scraping one exporter, a dead
+// process's last values reach only whichever scrapes first.
 #include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -24,7 +28,8 @@ constexpr char kUsage[] =
     "  --run-dir DIR       stats segments to export (default: $DMASHIM_RUN_DIR, else\n"
     "                      /run/dmashim for root, else $XDG_RUNTIME_DIR/dmashim)\n"
     "  --no-pid-label      drop the pid label (bounds cardinality; same-comm processes add up)\n"
-    "  --once              print one scrape to stdout and exit\n";
+    "  --once              print one scrape to stdout and exit (never reaps: dead processes'\n"
+    "                      segments are only removed by a serving exporter, after their last scrape)\n";
 
 // The same default the shim's writer uses (StatsSegment::Create), so both meet without set-up.
 std::string DefaultRunDir() {
