@@ -57,13 +57,14 @@ Runtime* Runtime::Init() {
 void Runtime::Setup() {
   const bool secure = getauxval(AT_SECURE) != 0;
   config_ = LoadConfig(ProcessEnvironment(), secure);
-  for (const std::string& e : config_.errors) DiagLine(absl::StrCat("dmashim: ", e));
+  // One line per problem, saying what happens next: exit under strict, else pass-through.
+  for (const std::string& e : config_.errors) {
+    DiagLine(absl::StrCat("dmashim: ", e,
+                          config_.strict ? " (strict = true: exiting)"
+                                         : " (configuration ignored: calls pass through)"));
+  }
   if (!config_.errors.empty()) {
-    if (config_.strict) {
-      DiagLine("dmashim: strict = true: exiting because of the configuration errors above");
-      _exit(1);
-    }
-    DiagLine("dmashim: configuration rejected; all calls pass through (telemetry only)");
+    if (config_.strict) _exit(1);
     config_.pools.clear();
   }
   intercept_[static_cast<int>(Family::kMmap)] = config_.intercept_mmap;
