@@ -184,6 +184,7 @@ size_t Mempool::Prefill() {
     if (p == nullptr) {
       stats_->source_failures.fetch_add(1, std::memory_order_relaxed);
       next_refill_ns_ = MonotonicNs() + absl::ToInt64Nanoseconds(options_.retry_interval);
+      fill_err_ = err;
       return elements_.size();
     }
     elements_[reinterpret_cast<uintptr_t>(p)] = Element{};
@@ -483,7 +484,10 @@ ResizeResult Mempool::Resize(size_t new_reserve) {
   ResizeResult r;
   r.target = new_reserve;
   r.held = Prefill();
-  if (r.held < new_reserve) r.err = ENOMEM;
+  if (r.held < new_reserve) {
+    absl::MutexLock l(&mu_);
+    r.err = fill_err_ != 0 ? fill_err_ : ENOMEM;
+  }
   return r;
 }
 

@@ -166,6 +166,7 @@ class Mempool {
   int64_t requested_bytes_ ABSL_GUARDED_BY(mu_) = 0;
   bool filled_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t next_refill_ns_ ABSL_GUARDED_BY(mu_) = 0;
+  int fill_err_ ABSL_GUARDED_BY(mu_) = 0;  // errno of the last failed Prefill source call
   std::atomic<uint32_t> wake_seq_{0};
 };
 

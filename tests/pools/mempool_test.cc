@@ -453,6 +453,19 @@ TEST_F(MempoolLevels, ResizeGrowPartialSaysHowFar) {
   EXPECT_EQ(s.reserve_level.load(), 8);
 }
 
+TEST_F(MempoolLevels, ResizeGrowPartialReportsTheSourcesErrno) {
+  MempoolOptions o;
+  o.name = "resize-errno";
+  o.source.kind = SourceKind::kAnon;
+  auto pool = MakePool(o);
+  ASSERT_NE(pool, nullptr);
+  TheFaults().budget = 1;
+  TheFaults().err = EPERM;  // e.g. a lock limit: not a plain shortage
+  ResizeResult r = pool->Resize(4);
+  EXPECT_EQ(r.held, 1u);
+  EXPECT_EQ(r.err, EPERM) << "the errno that stopped the grow, not a generic ENOMEM";
+}
+
 TEST_F(MempoolLevels, ResizeShrinkReturnsSurplus) {
   auto o = HugeOptions("resize-shrink", 8, Mode::kFailFast);
   o.keep = 2;
