@@ -149,8 +149,10 @@ void* Mempool::TrySource(size_t requested, int* err) {
   }
   const uint64_t t0 = MonotonicNs();
   void* p = source_.Map(err);
+  const uint64_t took = MonotonicNs() - t0;
   stats_->source_calls.fetch_add(1, std::memory_order_relaxed);
-  stats_->source_ns.fetch_add(MonotonicNs() - t0, std::memory_order_relaxed);
+  stats_->source_ns.fetch_add(took, std::memory_order_relaxed);
+  if (took > options_.slow_source_ns) Observe(SlowPath::kSlowSource, took, p ? 0 : *err);
   absl::MutexLock l(&mu_);
   --pending_;
   if (p == nullptr) {
@@ -224,14 +226,19 @@ void* Mempool::Alloc(size_t requested, const WaitPolicy& policy, int* err) {
   }
   if (!IsShortage(*err)) {
     stats_->fail_source.fetch_add(1, std::memory_order_relaxed);
+    Observe(SlowPath::kFailure, 0, *err);
     return nullptr;
   }
   if (policy.mode == Mode::kFailFast) {
     stats_->fail_fast.fetch_add(1, std::memory_order_relaxed);
     *err = ENOMEM;
+    Observe(SlowPath::kFailure, 0, *err);
     return nullptr;
   }
-  return Wait(requested, policy, err, start_ns);
+  Observe(SlowPath::kWaitBegin, 0, 0);
+  void* p = Wait(requested, policy, err, start_ns);
+  Observe(SlowPath::kWaitEnd, MonotonicNs() - start_ns, p ? 0 : *err);
+  return p;
 }
 
 void* Mempool::Wait(size_t requested, const WaitPolicy& policy, int* err, uint64_t start_ns) {

@@ -29,6 +29,21 @@
 
 namespace dmashim {
 
+class Mempool;
+
+// Slow paths of an allocation, reported to an optional observer (the shim captures call sites and
+// runs its watchdog with it). Never reported for a pool hit.
+enum class SlowPath : uint32_t {
+  kWaitBegin = 1,   // about to wait (ns = 0)
+  kWaitEnd = 2,     // a wait ended (ns = time waited; err = 0 on success, else the errno returned)
+  kFailure = 3,     // failed without waiting (fail-fast, or a source error); err = the errno
+  kSlowSource = 4,  // the source took longer than slow_source_ns (ns = its time)
+};
+// Called on the allocating thread, outside every pool lock, so it may unwind the stack or take
+// locks of its own. Must not call back into the same pool.
+using SlowPathObserver = void (*)(void* ctx, const Mempool& pool, SlowPath what, uint64_t ns,
+                                  int err);
+
 struct MempoolOptions {
   std::string name;                 // at most kPoolNameMax - 1 bytes
   SourceSpec source;                // where elements come from
@@ -40,6 +55,9 @@ struct MempoolOptions {
   ZeroMode zero = ZeroMode::kEager;
   absl::Duration retry_interval = absl::Milliseconds(50);  // first source retry while waiting
   absl::Duration retry_max = absl::Seconds(1);             // backoff ceiling
+  SlowPathObserver observer = nullptr;
+  void* observer_ctx = nullptr;
+  uint64_t slow_source_ns = 10'000'000;  // a source call above this is reported as kSlowSource
 };
 
 struct ResizeResult {
@@ -149,6 +167,9 @@ class Mempool {
   void* PopAnyFreeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Zero(void* p) const;
   void MarkZeroed(void* element) ABSL_LOCKS_EXCLUDED(mu_);
+  void Observe(SlowPath what, uint64_t ns, int err) const {
+    if (options_.observer != nullptr) options_.observer(options_.observer_ctx, *this, what, ns, err);
+  }
 
   MempoolOptions options_;
   PageSource source_;
