@@ -301,6 +301,20 @@ int Guarantee(const std::string& kind, const char* arg) {
     char* a = reinterpret_cast<char*>((reinterpret_cast<uintptr_t>(r) + kHuge - 1) & ~(kHuge - 1));
     void* m = mmap(a, kHuge, PROT_READ | PROT_WRITE, kHugeFlags | MAP_FIXED, -1, 0);
     if (m == MAP_FAILED) err = errno; else p = static_cast<char*>(m);
+  } else if (kind == "fallocate") {
+    // DPDK sizes its hugetlbfs page files with fallocate: ENOSPC when the node has no page.
+    const std::string path = std::string(arg) + "/probe-" + std::to_string(getpid());
+    int fd = open(path.c_str(), O_CREAT | O_RDWR, 0600);
+    unlink(path.c_str());
+    if (fd < 0) {
+      printf("result=open:%s\n", ErrName(errno));
+      return 1;
+    }
+    if (fallocate(fd, 0, 0, kHuge) != 0) err = errno;
+    if (err == 0) {
+      void* m = mmap(nullptr, kHuge, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+      if (m == MAP_FAILED) err = errno; else p = static_cast<char*>(m);
+    }
   } else if (kind == "hugetlbfs" || kind == "memfd") {
     int fd = -1;
     if (kind == "memfd") {
