@@ -25,9 +25,9 @@ ninja -C "$build_dir" -j"$jobs"
 # Reserve huge pages for the run; put the old value back however the script ends.
 nr=/proc/sys/vm/nr_hugepages
 old_pages=$(cat "$nr")
-restore_pages() { echo "$old_pages" > "$nr" || true; }
-trap restore_pages EXIT
 if ((old_pages < want_pages)); then
+  restore_pages() { echo "$old_pages" > "$nr" || true; }
+  trap restore_pages EXIT
   echo "$want_pages" > "$nr" || true
 fi
 echo "test.sh: huge pages: nr_hugepages=$(cat "$nr") free=$(cat /sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages) (was $old_pages)"
