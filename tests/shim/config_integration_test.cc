@@ -1,0 +1,176 @@
+// DESIGN §3 items 7 and 8 with the real shim in a real program: a bad configuration never crashes
+// the host (one clear line on stderr per problem, then pass-through) unless `strict = true`, where
+// the process exits with that line; and a setuid program ignores every DMASHIM_* variable.
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_split.h"
+#include "gtest/gtest.h"
+#include "tests/common/hugepages.h"
+#include "tests/shim/harness.h"
+
+namespace dmashim::testing {
+namespace {
+
+struct BadConfig {
+  const char* name;
+  const char* text;
+  int line;         // where the problem is
+  const char* key;  // the key the message must name
+};
+
+// A pool table that is fine, followed by one mistake per case.
+const BadConfig kBad[] = {
+    {"syntax", "[pool.a]\nreserve = = 2\n", 2, "pool.a.reserve"},
+    {"unknown_top_key", "strictt = true\n", 1, "strictt"},
+    {"unknown_section", "[pools.a]\nreserve = 1\n", 1, "pools"},
+    {"unknown_pool_key", "[pool.a]\nmatch = { call = \"mmap\", hugetlb = true }\nreserv = 1\n", 3,
+     "pool.a.reserv"},
+    {"wrong_type", "[pool.a]\nmatch = { call = \"mmap\", hugetlb = true }\nreserve = \"two\"\n", 3,
+     "pool.a.reserve"},
+    {"bad_mode", "[pool.a]\nmatch = { call = \"mmap\", hugetlb = true }\nmode = \"sometimes\"\n", 3,
+     "pool.a.mode"},
+    {"timeout_without_duration",
+     "[pool.a]\nmatch = { call = \"mmap\", hugetlb = true }\nmode = \"timeout:\"\n", 3,
+     "pool.a.mode"},
+    {"negative_reserve", "[pool.a]\nmatch = { call = \"mmap\", hugetlb = true }\nreserve = -1\n",
+     3, "pool.a.reserve"},
+    {"reserve_above_max",
+     "[pool.a]\nmatch = { call = \"mmap\", hugetlb = true }\nreserve = 9\nmax = 4\n", 3,
+     "pool.a.reserve"},
+    {"size_not_page_multiple",
+     "[pool.a]\nmatch = { call = \"mmap\", hugetlb = true, size = \"3MiB\" }\n", 2,
+     "pool.a.match.size"},
+    {"bad_size_unit", "[pool.a]\nmatch = { call = \"mmap\", hugetlb = true, size = \"2MB\" }\n", 2,
+     "pool.a.match.size"},
+    {"bad_zero", "[pool.a]\nmatch = { call = \"mmap\", hugetlb = true }\nzero = \"lazy\"\n", 3,
+     "pool.a.zero"},
+    {"bad_prefault",
+     "[pool.a]\nmatch = { call = \"mmap\", hugetlb = true }\nprefault = \"later\"\n", 3,
+     "pool.a.prefault"},
+    {"bad_share", "[pool.a]\nmatch = { call = \"mmap\", hugetlb = true, share = \"both\" }\n", 2,
+     "pool.a.match.share"},
+    {"bad_call", "[pool.a]\nmatch = { call = \"malloc\", hugetlb = true }\n", 2,
+     "pool.a.match.call"},
+    {"bad_bool", "[intercept]\nmmap = \"yes\"\n", 2, "intercept.mmap"},
+    {"bad_duration",
+     "[pool.a]\nmatch = { call = \"mmap\", hugetlb = true }\nretry_interval = \"soon\"\n", 3,
+     "pool.a.retry_interval"},
+};
+
+std::vector<std::string> Lines(const std::string& s) {
+  return absl::StrSplit(s, '\n', absl::SkipEmpty());
+}
+
+class BadConfigTest : public ::testing::TestWithParam<BadConfig> {
+ protected:
+  TempDir dir_;
+};
+
+TEST_P(BadConfigTest, HostRunsOnWithOneClearLine) {
+  const BadConfig& c = GetParam();
+  RunSpec spec;
+  spec.argv = {ProbePath(), "plain"};
+  const RunResult plain = RunProgram(spec);
+  spec.preload = true;
+  spec.config = dir_.Write("bad.toml", c.text);
+  spec.run_dir = dir_.path() + "/run";
+  const RunResult r = RunProgram(spec);
+  EXPECT_EQ(r.exit_code, 0);
+  EXPECT_EQ(r.kv, plain.kv);  // the program's own behaviour is untouched
+  const std::vector<std::string> lines = Lines(r.err);
+  ASSERT_EQ(lines.size(), 1u) << r.err;
+  const std::string prefix = "dmashim: " + spec.config + ":" + std::to_string(c.line) + ": " + c.key + ": expected ";
+  EXPECT_TRUE(absl::StartsWith(lines[0], prefix)) << lines[0] << "\nwanted prefix: " << prefix;
+  EXPECT_TRUE(absl::EndsWith(lines[0], "(configuration ignored: calls pass through)")) << lines[0];
+  // Telemetry goes on: the process still has its segment, with the error counted.
+  const auto snaps = Segments(spec.run_dir);
+  ASSERT_EQ(snaps.size(), 1u);
+  EXPECT_EQ(snaps[0].config_errors, 1u);
+}
+
+INSTANTIATE_TEST_SUITE_P(Matrix, BadConfigTest, ::testing::ValuesIn(kBad),
+                         [](const auto& info) { return std::string(info.param.name); });
+
+TEST(StrictConfigTest, ExitsWithTheLineLikeHugePagesOn) {
+  TempDir dir;
+  RunSpec spec;
+  spec.argv = {ProbePath(), "plain"};
+  spec.preload = true;
+  spec.config = dir.Write("strict.toml",
+                          "strict = true\n[pool.a]\nmatch = { call = \"mmap\", hugetlb = true }\n"
+                          "mode = \"sometimes\"\n");
+  spec.run_dir = dir.path() + "/run";
+  const RunResult r = RunProgram(spec);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.out, "");  // main() never ran
+  const std::vector<std::string> lines = Lines(r.err);
+  ASSERT_EQ(lines.size(), 1u) << r.err;
+  EXPECT_TRUE(absl::StartsWith(lines[0], "dmashim: " + spec.config + ":4: pool.a.mode: expected "))
+      << lines[0];
+  EXPECT_TRUE(absl::EndsWith(lines[0], "(strict = true: exiting)"));
+}
+
+TEST(StrictConfigTest, StartupPrefaultThatCannotBeHadRefusesToRun) {
+  DMASHIM_REQUIRE_FREE_HUGE_PAGES(4);
+  TempDir dir;
+  HugePageHog hog;
+  ASSERT_TRUE(hog.ok()) << hog.error();
+  RunSpec spec;
+  spec.argv = {ProbePath(), "plain"};
+  spec.preload = true;
+  spec.config = dir.Write("strict.toml",
+                          "strict = true\n[pool.a]\nmatch = { call = \"mmap\", hugetlb = true }\n"
+                          "reserve = 2\nprefault = \"startup\"\n");
+  spec.run_dir = dir.path() + "/run";
+  const RunResult r = RunProgram(spec);
+  EXPECT_EQ(r.exit_code, 1);
+  EXPECT_EQ(r.out, "");
+  EXPECT_TRUE(absl::StrContains(r.err, "pool a: prefault = \"startup\" got 0 of 2")) << r.err;
+}
+
+// AT_SECURE: a setuid-root program run by another user. ld.so then preloads only set-user-ID
+// libraries from the system directories, named without a slash — so the test installs the shim
+// there for the duration. The shim must load (its segment appears in the default run directory)
+// and ignore DMASHIM_CONFIG and DMASHIM_RUN_DIR (a strict, broken configuration has no effect).
+TEST(SetuidTest, IgnoresEveryDmashimVariable) {
+  TempDir dir;
+  const std::string lib = "/usr/lib/x86_64-linux-gnu/libdmashim-setuid-test.so";
+  std::filesystem::copy_file(ShimPath(), lib, std::filesystem::copy_options::overwrite_existing);
+  chmod(lib.c_str(), 04755);
+  const std::string probe = dir.path() + "/probe-setuid";
+  std::filesystem::copy_file(ProbePath(), probe);
+  ASSERT_EQ(chown(probe.c_str(), 0, 0), 0);
+  ASSERT_EQ(chmod(probe.c_str(), 04755), 0);
+
+  RunSpec spec;
+  spec.argv = {probe, "plain"};
+  spec.uid = 65534;
+  spec.env["LD_PRELOAD"] = "libdmashim-setuid-test.so";
+  spec.config = dir.Write("strict.toml", "strict = true\nnot_a_key = 1\n");
+  spec.run_dir = dir.path() + "/run";
+  RunResult r = RunProgram(spec);
+  std::filesystem::remove(lib);
+
+  EXPECT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.err, "");  // nothing about the variables, nowhere
+  EXPECT_EQ(r.kv["unmap"], "0");
+  EXPECT_FALSE(std::filesystem::exists(spec.run_dir));
+  // It did load: its segment is in root's default run directory (the file is owned by euid 0).
+  bool found = false;
+  for (const Snapshot& s : Segments("/run/dmashim")) {
+    if (s.comm == "probe-setuid") {
+      found = true;
+      EXPECT_EQ(s.config_errors, 0u);
+    }
+  }
+  EXPECT_TRUE(found) << "the shim did not load into the setuid program";
+}
+
+}  // namespace
+}  // namespace dmashim::testing
