@@ -18,7 +18,6 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -206,7 +205,6 @@ class PostgresTest : public ::testing::Test {
     }
     server_ = std::make_unique<Child>(spec);
     server_pid_ = server_->pid();
-    started_ = steady_clock::now();
   }
 
   // Waits until postmaster.pid says "ready" (line 8). False when the server exited or time ran out.
@@ -270,7 +268,6 @@ class PostgresTest : public ::testing::Test {
   int configs_ = 0;
   std::unique_ptr<Child> server_;
   pid_t server_pid_ = -1;
-  steady_clock::time_point started_;
 };
 
 // (a) PostgreSQL under the shim serves a real workload; its huge-page mapping went through the pool.
