@@ -18,6 +18,7 @@
 #include "pools/sys.h"
 #include "shim/diag.h"
 #include "shim/real.h"
+#include "shim/sites.h"
 #include "shim/stats_store.h"
 
 #ifndef MAP_HUGE_SHIFT
@@ -74,6 +75,7 @@ void Runtime::Setup() {
   intercept_[static_cast<int>(Family::kIbverbs)] = config_.intercept_ibverbs;
 
   StatsStoreOpen(config_, static_cast<int>(config_.errors.size()));
+  SitesInit();  // call sites, watchdog, control requests (before any pool exists)
   // Registered before any pool exists, so in a fork child it runs before the pools' own handlers:
   // the child must have its own segment before the pools publish the child's figures.
   pthread_atfork(nullptr, nullptr, [] { StatsStoreForkChild(); });
@@ -121,6 +123,8 @@ PoolEntry* Runtime::AddEntry(PoolConfig cfg) {
     o.zero = entry->cfg.zero;
     o.retry_interval = entry->cfg.retry_interval;
     o.retry_max = entry->cfg.retry_max;
+    o.observer = SitesObserver;
+    o.observer_ctx = entry.get();
     auto pool = Mempool::Create(std::move(o), entry->stats);
     if (!pool.ok()) {
       DiagLine(absl::StrCat("dmashim: ", pool.status().message(), "; pool disabled"));
@@ -316,6 +320,7 @@ Guarded Runtime::WaitLoop(PoolEntry* entry, size_t bytes, const WaitPolicy& poli
   PoolStats* s = entry->stats;
   if (!IsShortageErrno(first_err)) {
     s->fail_source.fetch_add(1, std::memory_order_relaxed);
+    SitesEvent(entry, SlowPath::kFailure, 0, first_err);
     return {false, first_err};
   }
   Mempool* pool = entry->pool.get();
@@ -330,6 +335,7 @@ Guarded Runtime::WaitLoop(PoolEntry* entry, size_t bytes, const WaitPolicy& poli
   }
   if (policy.mode == Mode::kFailFast) {
     s->fail_fast.fetch_add(1, std::memory_order_relaxed);
+    SitesEvent(entry, SlowPath::kFailure, 0, first_err);
     return {false, first_err};
   }
   const uint64_t start = MonotonicNs();
@@ -341,6 +347,7 @@ Guarded Runtime::WaitLoop(PoolEntry* entry, size_t bytes, const WaitPolicy& poli
   const int64_t retry_max = absl::ToInt64Nanoseconds(entry->cfg.retry_max);
   s->blocked_now.fetch_add(1, std::memory_order_relaxed);
   const int slot = ClaimSlot(s, start);
+  SitesEvent(entry, SlowPath::kWaitBegin, 0, 0);
   Guarded out{false, first_err};
   for (;;) {
     int64_t now = static_cast<int64_t>(MonotonicNs());
@@ -372,7 +379,9 @@ Guarded Runtime::WaitLoop(PoolEntry* entry, size_t bytes, const WaitPolicy& poli
   }
   if (slot >= 0) s->waiter_start_ns[slot].store(0, std::memory_order_relaxed);
   s->blocked_now.fetch_sub(1, std::memory_order_relaxed);
-  RecordWait(s, MonotonicNs() - start);
+  const uint64_t waited = MonotonicNs() - start;
+  RecordWait(s, waited);
+  SitesEvent(entry, SlowPath::kWaitEnd, waited, out.ok ? 0 : out.err);
   return out;
 }
 
