@@ -129,6 +129,7 @@ void DmaPool::CarveLocked(char* page) {
     }
   }
   total_ += count;
+  have_free_.store(free_ != nullptr, std::memory_order_release);
   stats_->dma_total_blocks.store(static_cast<int64_t>(total_), std::memory_order_relaxed);
   stats_->dma_pages.store(static_cast<int64_t>(pages_by_addr_.size()), std::memory_order_relaxed);
 }
@@ -139,9 +140,18 @@ void* DmaPool::Alloc(const WaitPolicy& policy, int* err) {
   bool from_new_page = false;
   absl::MutexLock l(&mu_);
   while (free_ == nullptr) {
+    // Wait for a page in the mempool — but a block freed here meanwhile ends that wait.
+    page_waiters_.fetch_add(1, std::memory_order_acq_rel);
     mu_.Unlock();
-    void* page = pages_->Alloc(pages_->element_size(), policy, err);
+    void* page = pages_->Alloc(
+        pages_->element_size(), policy, err,
+        [](void* self) {
+          return static_cast<DmaPool*>(self)->have_free_.load(std::memory_order_acquire);
+        },
+        this);
     mu_.Lock();
+    page_waiters_.fetch_sub(1, std::memory_order_acq_rel);
+    if (page == nullptr && *err == EALREADY) continue;  // a block came back: take it
     if (page == nullptr) {
       Counter& reason = *err == EINTR                   ? stats_->fail_interrupted
                         : *err != ENOMEM                ? stats_->fail_source
@@ -156,6 +166,7 @@ void* DmaPool::Alloc(const WaitPolicy& policy, int* err) {
   }
   FreeBlock* b = free_;
   free_ = b->next;
+  have_free_.store(free_ != nullptr, std::memory_order_release);
 #ifndef NDEBUG
   {
     const auto* bytes = reinterpret_cast<const unsigned char*>(b);
@@ -196,12 +207,14 @@ bool DmaPool::Free(void* block) {
 #endif
   b->next = free_;
   free_ = b;
+  have_free_.store(true, std::memory_order_release);
   --active_;
   stats_->frees.fetch_add(1, std::memory_order_relaxed);
   stats_->dma_active_blocks.store(static_cast<int64_t>(active_), std::memory_order_relaxed);
   stats_->in_use.store(static_cast<int64_t>(active_), std::memory_order_relaxed);
   stats_->bytes_in_use.store(static_cast<int64_t>(active_ * block_size_),
                              std::memory_order_relaxed);
+  if (page_waiters_.load(std::memory_order_acquire) > 0) pages_->WakeWaiters();
   return true;
 }
 

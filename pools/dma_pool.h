@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <atomic>
 #include <vector>
 
 #include "absl/container/btree_map.h"
@@ -90,6 +91,8 @@ class DmaPool {
   FreeBlock* free_ ABSL_GUARDED_BY(mu_) = nullptr;
   absl::btree_map<uintptr_t, Page> pages_by_addr_ ABSL_GUARDED_BY(mu_);
   size_t active_ ABSL_GUARDED_BY(mu_) = 0;
+  std::atomic<bool> have_free_{false};     // free_ != nullptr, readable without mu_
+  std::atomic<int> page_waiters_{0};       // threads waiting in pages_ for a new page
   size_t total_ ABSL_GUARDED_BY(mu_) = 0;
 };
 

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdint>
 
 #include "absl/strings/str_cat.h"
 #include "pools/maintenance.h"
@@ -199,6 +200,18 @@ size_t Mempool::Prefill() {
 void* Mempool::Alloc(size_t requested, int* err) { return Alloc(requested, options_.policy, err); }
 
 void* Mempool::Alloc(size_t requested, const WaitPolicy& policy, int* err) {
+  return Alloc(requested, policy, err, nullptr, nullptr);
+}
+
+void Mempool::WakeWaiters() {
+  absl::MutexLock l(&mu_);
+  if (waiters_ == 0) return;
+  wake_seq_.fetch_add(1, std::memory_order_release);
+  FutexWake(&wake_seq_, INT32_MAX);
+}
+
+void* Mempool::Alloc(size_t requested, const WaitPolicy& policy, int* err,
+                     bool (*abandon)(void*), void* ctx) {
   bool dirty = false;
   bool need_fill = false;
   {
@@ -236,12 +249,13 @@ void* Mempool::Alloc(size_t requested, const WaitPolicy& policy, int* err) {
     return nullptr;
   }
   Observe(SlowPath::kWaitBegin, 0, 0);
-  void* p = Wait(requested, policy, err, start_ns);
+  void* p = Wait(requested, policy, err, start_ns, abandon, ctx);
   Observe(SlowPath::kWaitEnd, MonotonicNs() - start_ns, p ? 0 : *err);
   return p;
 }
 
-void* Mempool::Wait(size_t requested, const WaitPolicy& policy, int* err, uint64_t start_ns) {
+void* Mempool::Wait(size_t requested, const WaitPolicy& policy, int* err, uint64_t start_ns,
+                    bool (*abandon)(void*), void* ctx) {
   const int64_t deadline_ns =
       policy.mode == Mode::kTimeout
           ? static_cast<int64_t>(start_ns) + absl::ToInt64Nanoseconds(policy.timeout)
@@ -268,6 +282,10 @@ void* Mempool::Wait(size_t requested, const WaitPolicy& policy, int* err, uint64
         --waiters_;
         break;
       }
+    }
+    if (abandon != nullptr && abandon(ctx)) {
+      fail = EALREADY;  // the caller has what it waited for elsewhere: not a failure
+      break;
     }
     const int64_t now = static_cast<int64_t>(MonotonicNs());
     if (now >= next_source_ns) {

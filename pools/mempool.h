@@ -97,6 +97,14 @@ class Mempool {
   // unless zero = none, read-write, and inherited by fork children.
   void* Alloc(size_t requested, int* err);
   void* Alloc(size_t requested, const WaitPolicy& policy, int* err);
+  // As above; a wait also ends when `abandon(ctx)` returns true after a wake-up (WakeWaiters()):
+  // then nullptr with *err = EALREADY, counted as a wait but not as a failure. A DmaPool waiting for
+  // a page uses it to stop waiting when one of its own blocks is freed.
+  void* Alloc(size_t requested, const WaitPolicy& policy, int* err, bool (*abandon)(void*),
+              void* ctx);
+
+  // Wakes every waiting thread so it re-checks the pool and its abandon condition. Never blocks.
+  void WakeWaiters();
 
   // Returns an element from Alloc(). Never blocks on a wait; with zero = eager it zeroes the
   // element first (≈ 100 µs for 2 MiB). Wakes one waiter. Freeing a pointer the pool does not hold
@@ -156,7 +164,8 @@ class Mempool {
 
   void* TryFreeListLocked(size_t requested, bool* dirty) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void* TrySource(size_t requested, int* err) ABSL_LOCKS_EXCLUDED(mu_);
-  void* Wait(size_t requested, const WaitPolicy& policy, int* err, uint64_t start_ns);
+  void* Wait(size_t requested, const WaitPolicy& policy, int* err, uint64_t start_ns,
+             bool (*abandon)(void*), void* ctx);
   void* Finish(void* p, bool dirty);
   bool KeepOnFreeLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PublishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);

@@ -261,7 +261,7 @@ TEST_F(DmaPoolTest, GuaranteedAllocationWithReserve) {
 // needs a new page waits inside Mempool::Alloc, which only a Mempool free or a source retry ends. A
 // DmaPool::Free of a block never wakes it, and the DmaPool keeps its pages until it is destroyed, so
 // with the page source exhausted the waiter hangs although a block is free.
-TEST_F(DmaPoolTest, DISABLED_BlockedAllocationCompletesWhenABlockIsFreed) {
+TEST_F(DmaPoolTest, BlockedAllocationCompletesWhenABlockIsFreed) {
   auto o = HugeOptions("dma-wake", 1, Mode::kBlock);
   o.retry_interval = absl::Milliseconds(20);
   o.retry_max = absl::Milliseconds(50);
