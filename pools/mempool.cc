@@ -130,7 +130,7 @@ void* Mempool::TryFreeListLocked(size_t requested, bool* dirty) {
   e.requested = requested;
   ++in_use_;
   requested_bytes_ += static_cast<int64_t>(requested);
-  PublishLocked();
+  if (options_.record_stats) PublishLocked();
   return p;
 }
 
@@ -219,7 +219,7 @@ void* Mempool::Alloc(size_t requested, const WaitPolicy& policy, int* err,
     need_fill = !filled_ && reserve_ > 0;
     if (!need_fill) {
       if (void* p = TryFreeListLocked(requested, &dirty)) {
-        stats_->alloc_reserve.fetch_add(1, std::memory_order_relaxed);
+        if (options_.record_stats) stats_->alloc_reserve.fetch_add(1, std::memory_order_relaxed);
         return Finish(p, dirty);
       }
     }
@@ -356,7 +356,7 @@ bool Mempool::Free(void* element) {
     --in_use_;
     requested_bytes_ -= static_cast<int64_t>(it->second.requested);
     it->second.requested = 0;
-    stats_->frees.fetch_add(1, std::memory_order_relaxed);
+    if (options_.record_stats) stats_->frees.fetch_add(1, std::memory_order_relaxed);
     if (!KeepOnFreeLocked()) {
       elements_.erase(it);
       then = Then::kRelease;
@@ -372,7 +372,7 @@ bool Mempool::Free(void* element) {
       it->second.state = State::kZeroing;  // eager, or a waiter needs it now
       then = Then::kZeroNow;
     }
-    PublishLocked();
+    if (options_.record_stats) PublishLocked();
   }
   switch (then) {
     case Then::kNothing:

@@ -55,6 +55,7 @@ struct MempoolOptions {
   ZeroMode zero = ZeroMode::kEager;
   absl::Duration retry_interval = absl::Milliseconds(50);  // first source retry while waiting
   absl::Duration retry_max = absl::Seconds(1);             // backoff ceiling
+  bool record_stats = true;  // false: the hit and free paths skip the stats record (benchmarks)
   SlowPathObserver observer = nullptr;
   void* observer_ctx = nullptr;
   uint64_t slow_source_ns = 10'000'000;  // a source call above this is reported as kSlowSource
