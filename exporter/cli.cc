@@ -17,7 +17,10 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "exporter/control.h"
+#include "exporter/stat.h"
 #include "exporter/summary.h"
 #include "shim/config.h"
 
@@ -33,14 +36,21 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: dmashim run [--config FILE] [--summary] [--exporter] -- PROGRAM [ARGS...]\n"
-    "       dmashim stat [--json]\n"
+    "       dmashim stat [--watch] [--sites] [--advise] [--json]\n"
+    "       dmashim ctl PID resize POOL N\n"
     "\n"
     "run       start PROGRAM with libdmashim.so preloaded (an existing LD_PRELOAD is kept);\n"
     "          the exit status is PROGRAM's (128+N when killed by signal N)\n"
     "  --config FILE  use FILE as the configuration (sets DMASHIM_CONFIG)\n"
     "  --summary      print what each pool did when PROGRAM exits\n"
     "  --exporter     start a private dmashim-exporter for the run and print its address\n"
-    "stat      a table of the processes and pools in the run directory\n";
+    "stat      a table of the processes and pools in the run directory\n"
+    "  --sites        the call sites that waited or failed, symbolized (function and object)\n"
+    "  --advise       suggested reserve per pool: high-water mark + 25% headroom (at least +1)\n"
+    "  --json         machine-readable output\n"
+    "  --watch        refresh every second until interrupted\n"
+    "ctl       PID resize POOL N: set the reserve of POOL in the running process PID to N\n"
+    "          elements (its owner or root only); exit status 0 when done, 1 otherwise\n";
 
 bool Exists(const std::string& p) { return !p.empty() && access(p.c_str(), R_OK) == 0; }
 
@@ -191,10 +201,56 @@ int Run(int argc, char** argv) {
   return rc;
 }
 
-int Stat() {
+volatile sig_atomic_t g_stop = 0;
+
+int Stat(int argc, char** argv) {
+  StatOptions o;
+  bool watch = false;
+  for (int i = 0; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--sites") o.sites = true;
+    else if (a == "--advise") o.advise = true;
+    else if (a == "--json") o.json = true;
+    else if (a == "--watch") watch = true;
+    else {
+      fprintf(stderr, "dmashim stat: unknown option %s\n%s", a.c_str(), kUsage);
+      return 2;
+    }
+  }
   const Config cfg = LoadConfig(ProcessEnvironment(), false);
-  fputs(FormatSummary(ReadAllSegments(ResolveRunDir(cfg.run_dir))).c_str(), stdout);
+  const std::string run_dir = ResolveRunDir(cfg.run_dir);
+  if (!watch) {
+    fputs(FormatStat(ReadAllSegments(run_dir), o).c_str(), stdout);
+    return fflush(stdout) == 0 ? 0 : 1;
+  }
+  struct sigaction sa {};
+  sa.sa_handler = [](int) { g_stop = 1; };
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+  while (!g_stop) {
+    const std::string body = FormatStat(ReadAllSegments(run_dir), o);
+    if (!o.json) fputs("\033[H\033[2J", stdout);  // home, clear: one screen per refresh
+    fputs(body.c_str(), stdout);
+    fflush(stdout);
+    timespec ts{1, 0};
+    while (!g_stop && nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+  }
   return 0;
+}
+
+int Ctl(int argc, char** argv) {
+  int32_t pid = 0;
+  int64_t n = 0;
+  if (argc != 4 || std::string(argv[1]) != "resize" || !absl::SimpleAtoi(argv[0], &pid) || pid <= 0 ||
+      !absl::SimpleAtoi(argv[3], &n) || n < 0) {
+    fprintf(stderr, "dmashim ctl: expected PID resize POOL N (N >= 0)\n%s", kUsage);
+    return 2;
+  }
+  const Config cfg = LoadConfig(ProcessEnvironment(), false);
+  const CtlOutcome r = CtlResize(ResolveRunDir(cfg.run_dir), pid, argv[2], n, geteuid());
+  fprintf(r.exit_code == 0 ? stdout : stderr, "%s\n", r.message.c_str());
+  return r.exit_code;
 }
 
 }  // namespace
@@ -207,7 +263,8 @@ int main(int argc, char** argv) {
   }
   const std::string verb = argv[1];
   if (verb == "run") return dmashim::Run(argc - 2, argv + 2);
-  if (verb == "stat") return dmashim::Stat();
+  if (verb == "stat") return dmashim::Stat(argc - 2, argv + 2);
+  if (verb == "ctl") return dmashim::Ctl(argc - 2, argv + 2);
   if (verb == "-h" || verb == "--help" || verb == "help") {
     fputs(dmashim::kUsage, stdout);
     return 0;
