@@ -425,11 +425,15 @@ def fleet_dashboard():
                         targets((f"sum by (instance) (dmashim_in_use_bytes{{{S}}})",
                                  "{{instance}}")),
                         unit="bytes", pos=grid(0, y), minimum=0))
-    p.append(timeseries(ids, "Segment errors by instance",
-                        "Stats segments the exporter could not read, per reason.",
+    p.append(timeseries(ids, "Segment errors and reaping by instance",
+                        "Stats segments the exporter could not read, per reason; and segments "
+                        "of exited processes removed after their last scrape.",
                         targets((f"sum by (instance, reason) (rate("
                                  f"dmashim_exporter_segment_errors_total{{{S}}}[{RATE}]))",
-                                 "{{instance}} {{reason}}")),
+                                 "{{instance}} {{reason}}"),
+                                (f"sum by (instance) (rate("
+                                 f"dmashim_exporter_segments_reaped_total{{{S}}}[{RATE}]))",
+                                 "{{instance}} reaped")),
                         unit="ops", pos=grid(8, y), minimum=0))
     p.append(timeseries(ids, "Exporter scrape duration",
                         "Time the exporter took to read all segments, per instance.",

@@ -38,6 +38,7 @@ fs.symlinkSync(path.resolve(modulesParent, 'node_modules'), nm);
 fs.writeFileSync(path.join(workDir, 'package.json'), '{"type": "module", "private": true}\n');
 
 let ok = true;
+const failed = new Set();  // dashboards with an error
 const files = [];
 for (const [i, f] of dashboards.entries()) {
   const dash = JSON.parse(fs.readFileSync(f, 'utf8'));
@@ -60,6 +61,7 @@ for (const [i, f] of dashboards.entries()) {
     if (p.type === 'row') continue;
     if (!(p.type in panelTypes)) {
       ok = false;
+      failed.add(f);
       console.log(`${f}: panel ${p.id} "${p.title}": no schema types for panel type "${p.type}"`);
       continue;
     }
@@ -77,13 +79,22 @@ for (const [i, f] of dashboards.entries()) {
 }
 
 const tsc = path.resolve(modulesParent, 'node_modules/typescript/bin/tsc');
+let tscOut = '';
 try {
   execFileSync(process.execPath, [tsc, '--noEmit', '--strict', '--skipLibCheck', '--module', 'nodenext',
     '--moduleResolution', 'nodenext', '--target', 'es2022', ...files], { stdio: 'pipe', cwd: workDir });
-  for (const f of dashboards) console.log(`${f}: OK (@grafana/schema Dashboard and panel types)`);
 } catch (e) {
   ok = false;
-  console.log(`tsc found type errors:\n${e.stdout}${e.stderr}`);
-  for (const [i, f] of dashboards.entries()) console.log(`dashboard_${i}.ts = ${f}`);
+  tscOut = `${e.stdout}${e.stderr}`;
+  for (const m of tscOut.matchAll(/dashboard_(\d+)\.ts\(/g)) failed.add(dashboards[Number(m[1])]);
+  if (!tscOut.includes('error TS')) failed.add('(tsc failed)');
 }
+for (const [i, f] of dashboards.entries()) {
+  if (!failed.has(f)) { console.log(`${f}: OK (@grafana/schema Dashboard and panel types)`); continue; }
+  console.log(`${f}: FAIL`);
+  for (const line of tscOut.split('\n')) {
+    if (line.startsWith(`dashboard_${i}.ts(`)) console.log(`  ${line}`);
+  }
+}
+if (failed.has('(tsc failed)')) console.log(`tsc failed:\n${tscOut}`);
 process.exit(ok ? 0 : 1);
