@@ -1,0 +1,144 @@
+// Figure 7 of DESIGN §8: one exporter scrape of 1,000 processes × 8 pools (target ≤ 50 ms), and the
+// shim's per-process memory besides reserves (the stats segment; target ≤ 1 MiB).
+//
+// The segments are real: one is written by the shim's writer (StatsSegment) with 8 busy pools and
+// a few call sites, then copied under 1,000 pids. Those pids are not running here, so the
+// collector is pointed at a stand-in /proc whose <pid>/stat files carry the recorded start times:
+// every segment reads as a live process and nothing is reaped between iterations.
+#include <fcntl.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "benchmark/benchmark.h"
+#include "exporter/collector.h"
+#include "shim/stats_segment.h"
+
+namespace dmashim {
+namespace {
+
+constexpr int kProcesses = 1000;
+constexpr int kPools = 8;
+constexpr int32_t kFirstPid = 4'000'000;  // above pid_max's default: never a real process here
+constexpr uint64_t kStartTicks = 12345;
+
+struct Fixture {
+  std::string root, run_dir, proc_root;
+  Fixture() {
+    char tmpl[] = "/tmp/dmashim-bench-XXXXXX";
+    root = mkdtemp(tmpl);
+    run_dir = root + "/run";
+    proc_root = root + "/proc";
+    std::filesystem::create_directories(proc_root);
+    mkdir(run_dir.c_str(), 0700);
+
+    // One real segment from the writer, with every pool busy.
+    StatsSegment seg;
+    if (int err = StatsSegment::Create((root + "/template").c_str(), &seg); err != 0) {
+      fprintf(stderr, "bench_exporter_scrape: cannot create a segment: %s\n", strerror(err));
+      abort();
+    }
+    for (int p = 0; p < kPools; ++p) {
+      PoolStats* s = seg.AddPool(absl::StrCat("pool-", p).c_str(), PoolKind::kMempool, 0, 2 << 20);
+      s->alloc_source.store(1000 + p);
+      s->alloc_reserve.store(50'000 + p);
+      s->alloc_waited.store(17);
+      s->fail_fast.store(3);
+      s->fail_timeout.store(2);
+      for (size_t b = 0; b < kWaitBuckets; ++b) s->wait_buckets[b].store(b + 1);
+      s->wait_sum_ns.store(123'456'789);
+      s->reserve_target.store(64);
+      s->reserve_level.store(60);
+      s->in_use.store(4);
+      s->high_water.store(40);
+      uintptr_t pcs[4] = {0x401000u + static_cast<uintptr_t>(p), 0x402000, 0x403000, 0x404000};
+      seg.RecordSite(p, pcs, 4, 1'000'000, false);
+    }
+    std::string bytes(sizeof(SegmentFile), '\0');
+    memcpy(bytes.data(), static_cast<const void*>(seg.file()), bytes.size());
+
+    for (int i = 0; i < kProcesses; ++i) {
+      const int32_t pid = kFirstPid + i;
+      auto* f = reinterpret_cast<SegmentFile*>(bytes.data());
+      f->process.pid = pid;
+      f->process.start_time_ticks = kStartTicks;
+      const std::string name = absl::StrCat(run_dir, "/", pid, ".", kStartTicks, ".seg");
+      int fd = open(name.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+      if (fd < 0 || write(fd, bytes.data(), bytes.size()) != static_cast<ssize_t>(bytes.size())) abort();
+      close(fd);
+      const std::string pdir = absl::StrCat(proc_root, "/", pid);
+      std::filesystem::create_directories(pdir);
+      std::string stat = absl::StrCat(pid, " (bench) S");
+      for (int field = 4; field <= 21; ++field) stat += " 0";
+      absl::StrAppend(&stat, " ", kStartTicks, " 0 0\n");
+      std::ofstream(pdir + "/stat") << stat;
+    }
+  }
+  ~Fixture() {
+    std::error_code ec;
+    std::filesystem::remove_all(root, ec);
+  }
+  CollectorOptions Options() const {
+    CollectorOptions o;
+    o.run_dir = run_dir;
+    o.proc_root = proc_root;
+    o.reader_euid = geteuid();
+    return o;
+  }
+};
+
+Fixture& Shared() {
+  static Fixture* f = new Fixture;
+  return *f;
+}
+
+// A whole scrape as /metrics serves it: read 1,000 segments, build the families, serialize.
+void BM_Scrape1000x8(benchmark::State& state) {
+  SegmentCollector collector(Shared().Options());
+  size_t out_bytes = 0, samples = 0;
+  for (auto _ : state) {
+    std::string text = SerializeText(collector.Collect());
+    out_bytes = text.size();
+    benchmark::DoNotOptimize(text);
+  }
+  for (const auto& f : collector.Collect()) samples += f.metric.size();
+  state.counters["processes"] = kProcesses;
+  state.counters["pools_per_process"] = kPools;
+  state.counters["exposition_bytes"] = static_cast<double>(out_bytes);
+  state.counters["series"] = static_cast<double>(samples);
+  state.counters["segment_bytes_per_process"] = static_cast<double>(sizeof(SegmentFile));
+}
+BENCHMARK(BM_Scrape1000x8)->Unit(benchmark::kMillisecond)->MinTime(2.0)->UseRealTime();
+
+// The two halves: reading + building (Collect) and the text serialization.
+void BM_Collect1000x8(benchmark::State& state) {
+  SegmentCollector collector(Shared().Options());
+  for (auto _ : state) benchmark::DoNotOptimize(collector.Collect());
+}
+BENCHMARK(BM_Collect1000x8)->Unit(benchmark::kMillisecond)->MinTime(1.0)->UseRealTime();
+
+void BM_Serialize1000x8(benchmark::State& state) {
+  SegmentCollector collector(Shared().Options());
+  auto families = collector.Collect();
+  for (auto _ : state) benchmark::DoNotOptimize(SerializeText(families));
+}
+BENCHMARK(BM_Serialize1000x8)->Unit(benchmark::kMillisecond)->MinTime(1.0)->UseRealTime();
+
+}  // namespace
+}  // namespace dmashim
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  printf("shim memory per process besides reserves: stats segment %zu bytes (%.1f KiB); limit 1 MiB\n",
+         sizeof(dmashim::SegmentFile), sizeof(dmashim::SegmentFile) / 1024.0);
+  benchmark::Shutdown();
+  return 0;
+}
