@@ -21,6 +21,7 @@
 #include "absl/strings/str_replace.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "pools/stats.h"
 #include "shim/config_keys.h"
 
 #include <toml++/toml.h>
@@ -237,9 +238,10 @@ bool IsPinnedFamily(CallFamily call) {
   return call == CallFamily::kMlock || call == CallFamily::kCuda || call == CallFamily::kIbverbs;
 }
 
-// Pool names become metric labels and env-var words, so they are kept plain.
+// Pool names become metric labels and env-var words, so they are kept plain — and short enough for
+// the pool's stats record (kPoolNameMax, NUL included), or Mempool::Create would refuse the pool.
 bool ValidPoolName(absl::string_view name) {
-  if (name.empty() || name.size() > 64) return false;
+  if (name.empty() || name.size() >= kPoolNameMax) return false;
   return std::all_of(name.begin(), name.end(), [](char c) {
     return absl::ascii_islower(static_cast<unsigned char>(c)) ||
            absl::ascii_isdigit(static_cast<unsigned char>(c)) || c == '-' || c == '_';
@@ -443,8 +445,8 @@ void Builder::ParsePools(const toml::table& table) {
       continue;
     }
     if (!ValidPoolName(name)) {
-      Error(at, absl::StrCat("expected a pool name of lowercase letters, digits, '-' and '_', got ",
-                             Quote(name)));
+      Error(at, absl::StrCat("expected a pool name of 1 to ", kPoolNameMax - 1,
+                             " lowercase letters, digits, '-' and '_', got ", Quote(name)));
       continue;
     }
     // Two names with one env spelling could not both be overridden: refuse the second.
