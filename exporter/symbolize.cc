@@ -175,12 +175,12 @@ Frame Symbolizer::Lookup(uint64_t pc) {
     if (at < m.start || at >= m.end) continue;
     fr.object = m.path;
     const uint64_t file_off = at - m.start + m.offset;
-    fr.object_offset = file_off;
+    fr.object_offset = file_off + (pc - at);
     auto [it, inserted] = files_.try_emplace(m.path);
     if (inserted) it->second = ElfSymbols::Load(m.path);
     uint64_t vaddr = 0;
     if (it->second != nullptr && it->second->FileOffsetToVaddr(file_off, &vaddr)) {
-      fr.object_offset = vaddr;
+      fr.object_offset = vaddr + (pc - at);  // offsets name the return address, as dladdr's do
       uint64_t off = 0;
       fr.function = it->second->FunctionAt(vaddr, &off);
       fr.function_offset = off + (pc - at);  // report the return address's offset
