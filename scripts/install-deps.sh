@@ -8,8 +8,15 @@ packages=(
   libabsl-dev libunwind-dev prometheus-cpp-dev libtomlplusplus-dev
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   prometheus curl python3 procps util-linux
+  python3-yaml chromium dpkg-dev
   postgresql
 )
+
+# Node.js and npm (tests/dashboards type-checks the dashboards with @grafana/schema): a machine with
+# a node/npm of its own (e.g. NodeSource's nodejs, which bundles npm) keeps it; otherwise Debian's.
+if ! command -v npm > /dev/null 2>&1; then
+  packages+=(nodejs npm)
+fi
 
 missing=()
 for p in "${packages[@]}"; do
