@@ -1,0 +1,82 @@
+// Pinned memory as an unprivileged user with a low RLIMIT_MEMLOCK, including mlockall (issue 7,
+// item 5). Root has CAP_IPC_LOCK, so rprobe runs as nobody with an 8 MiB limit (this machine's
+// hard limit) and a pinned pool holding 4 x 1 MiB of it from start-up. (tests/shim/pinned_test
+// covers plain mlock release-and-retry; this file covers mlockall and mlock after it.)
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "gtest/gtest.h"
+#include "tests/reliability/rutil.h"
+
+namespace dmashim::testing {
+namespace {
+
+constexpr uid_t kNobody = 65534;
+constexpr uint64_t kLimit = 8 << 20;
+
+class PinnedMlockall : public ::testing::Test {
+ protected:
+  RunResult Run(bool shim) {
+    RunSpec spec;
+    spec.argv = {RprobePath(), "mlockall", "1048576"};  // mlock 1 MiB of its own first
+    spec.uid = kNobody;
+    spec.memlock_bytes = kLimit;
+    if (shim) {
+      spec.preload = true;
+      spec.config = dir_.Write("dmashim.toml", R"(
+[pool.pinned]
+match    = { call = "mlock", size = "1MiB" }
+reserve  = 4
+prefault = "startup"
+mode     = "fail-fast"
+)");
+      spec.run_dir = dir_.path() + "/run";
+      mkdir(spec.run_dir.c_str(), 0700);
+      EXPECT_EQ(chown(spec.run_dir.c_str(), kNobody, kNobody), 0);
+    }
+    RunResult r = RunProgram(spec);
+    snaps_ = Segments(dir_.path() + "/run");
+    return r;
+  }
+
+  TempDir dir_;
+  std::vector<Snapshot> snaps_;
+};
+
+// mlockall(MCL_CURRENT) is bounded by the whole address space (total_vm), not by what is locked.
+// Without the shim rprobe is small enough; under it the shim's own mappings (its thread's stack,
+// its libraries, the 4 MiB reserve) are over 8 MiB, so the kernel refuses. The shim must then
+// hand back the kernel's own errno, count each failure exactly once, and leave the process whole:
+// munlockall works and the app's earlier mlock stays granted.
+TEST_F(PinnedMlockall, FailuresCarryTheKernelsErrnoAndAreCountedExactly) {
+  RunResult plain = Run(false);
+  ASSERT_EQ(plain.exit_code, 0) << plain.err;
+  EXPECT_EQ(plain.kv["mlock"], "0");
+  EXPECT_EQ(plain.kv["mlockall"], "0") << "rprobe alone fits the limit: vm_kb=" << plain.kv["vm_kb"];
+
+  RunResult r = Run(true);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  EXPECT_EQ(r.kv["mlock"], "0") << "1 MiB beside the 4 MiB reserve fits 8 MiB";
+  EXPECT_EQ(r.kv["munlockall"], "0");
+  ASSERT_EQ(snaps_.size(), 1u);
+  ASSERT_GE(snaps_[0].pools.size(), 2u);
+  const PoolStats* p = snaps_[0].pools[1];
+  ASSERT_STREQ(p->name, "pinned");
+  int failed = 0;
+  for (const char* k : {"mlockall", "mlockall_future"}) {
+    const std::string& e = r.kv[k];
+    EXPECT_TRUE(e == "0" || e == "ENOMEM") << k << "=" << e;  // the kernel's answer, nothing else
+    failed += e != "0";
+  }
+  if (std::stol(r.kv["vm_kb"]) * 1024 > static_cast<long>(kLimit)) {
+    EXPECT_EQ(failed, 2) << "total_vm above the limit: the kernel refuses mlockall";
+  }
+  EXPECT_EQ(Get(p->fail_fast), static_cast<uint64_t>(failed));
+  EXPECT_EQ(Failures(p), static_cast<uint64_t>(failed));
+  // The reserve was really pinned at start-up, under the limit.
+  EXPECT_EQ(Get(p->reserve_target), 4);
+  EXPECT_GE(Get(p->source_calls), 4u);
+}
+
+}  // namespace
+}  // namespace dmashim::testing
