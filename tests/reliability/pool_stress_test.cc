@@ -246,7 +246,7 @@ struct Storm {
     sa.sa_handler = Handler;
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = 0;
-    sigaction(SIGUSR1, &sa, &old_);
+    sigaction(SIGUSR1, &sa, nullptr);  // left installed: a signal still pending must stay harmless
     thread_ = std::thread([this] {
       while (!stop_.load()) {
         for (pthread_t t : targets_) pthread_kill(t, SIGUSR1);
@@ -254,15 +254,14 @@ struct Storm {
       }
     });
   }
+  // Stop before any target is joined: pthread_kill on a joined thread is undefined.
   ~Storm() {
     stop_ = true;
     thread_.join();
-    sigaction(SIGUSR1, &old_, nullptr);
   }
   std::vector<pthread_t> targets_;
   std::atomic<bool> stop_{false};
   std::thread thread_;
-  struct sigaction old_ {};
 };
 
 // Eight waiters on an exhausted pool (2 pages, both held by the test), signalled without pause.
@@ -298,8 +297,9 @@ std::vector<int> WaitUnderStorm(Mempool* pool, int release_ms, long* done_before
     *done_before_release = done.load();
     pool->Free(a);
     pool->Free(b);
-    for (auto& w : waiters) w.join();
+    for (int i = 0; i < 60'000 && done.load() < kWaiters; ++i) usleep(1000);
   }
+  for (auto& w : waiters) w.join();
   return result;
 }
 

@@ -370,8 +370,9 @@ int SigStorm(int held, int threads, int release_after_ms) {
   while (NowUs() < release_at) usleep(1000);
   const long done_before_release = g_w_done.load();
   for (void* p : mine) munmap(p, kHuge);
+  pthread_join(storm, nullptr);  // first: it stops once every waiter is done, and must never
+                                 // pthread_kill a thread that was already joined
   for (auto& th : g_waiters) pthread_join(th, nullptr);
-  pthread_join(storm, nullptr);
   int after = 0;
   for (int i = 0; i < held; ++i) {
     void* p = mmap(nullptr, kHuge, PROT_READ | PROT_WRITE, kPrivate, -1, 0);
