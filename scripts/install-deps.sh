@@ -10,6 +10,7 @@ packages=(
   prometheus curl python3 procps util-linux
   python3-yaml chromium dpkg-dev
   postgresql
+  clang libclang-rt-14-dev
 )
 
 # Node.js and npm (tests/dashboards type-checks the dashboards with @grafana/schema): a machine with
