@@ -68,9 +68,11 @@ std::string SelfDir() {
 std::string FindShim() {
   if (const char* env = getenv("DMASHIM_LIBRARY"); env && env[0] == '/' && Exists(env)) return env;
   const std::string dir = SelfDir();
+  // Beside this binary first (the build tree's exporter/../shim, or an install's bin/../lib), so an
+  // installed dmashim never picks up a build tree that happens to still exist.
   for (const std::string& c :
-       {dir + "/../shim/libdmashim.so", std::string(DMASHIM_BUILD_SHIM_PATH),
-        dir + "/../lib/x86_64-linux-gnu/libdmashim.so", std::string(DMASHIM_INSTALL_SHIM_PATH)}) {
+       {dir + "/../shim/libdmashim.so", dir + "/../lib/x86_64-linux-gnu/libdmashim.so",
+        std::string(DMASHIM_INSTALL_SHIM_PATH), std::string(DMASHIM_BUILD_SHIM_PATH)}) {
     char real[PATH_MAX];
     if (Exists(c) && realpath(c.c_str(), real) != nullptr) return real;
   }
