@@ -19,6 +19,19 @@ constexpr unsigned char kPoisonAllocated = 0xa9;  // as the kernel's POOL_POISON
 
 bool IsPow2(size_t v) { return v != 0 && std::has_single_bit(v); }
 
+// A free block's first bytes link it to the next. Blocks are only `align`-aligned (4 bytes for
+// align = 4, size = 20), so the link is copied, never accessed as an 8-byte-aligned object.
+template <typename T>
+T* NextFree(const T* block) {
+  T* next;
+  memcpy(&next, block, sizeof next);
+  return next;
+}
+template <typename T>
+void SetNextFree(T* block, T* next) {
+  memcpy(block, &next, sizeof next);
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<DmaPool>> DmaPool::Create(DmaPoolOptions o, Mempool* pages,
@@ -123,7 +136,7 @@ void DmaPool::CarveLocked(char* page) {
 #ifndef NDEBUG
       memset(b, kPoisonFree, block_size_);
 #endif
-      b->next = free_;
+      SetNextFree(b, free_);
       free_ = b;
       ++count;
     }
@@ -165,7 +178,7 @@ void* DmaPool::Alloc(const WaitPolicy& policy, int* err) {
     from_new_page = true;
   }
   FreeBlock* b = free_;
-  free_ = b->next;
+  free_ = NextFree(b);
   have_free_.store(free_ != nullptr, std::memory_order_release);
 #ifndef NDEBUG
   {
@@ -205,7 +218,7 @@ bool DmaPool::Free(void* block) {
 #ifndef NDEBUG
   memset(b, kPoisonFree, block_size_);
 #endif
-  b->next = free_;
+  SetNextFree(b, free_);
   free_ = b;
   have_free_.store(true, std::memory_order_release);
   --active_;
