@@ -139,9 +139,16 @@ void* Mempool::Finish(void* p, bool dirty) {
   return p;
 }
 
-void* Mempool::TrySource(size_t requested, int* err) {
+void* Mempool::TrySource(size_t requested, int* err, bool* from_free, bool* dirty) {
+  *from_free = false;
   {
     absl::MutexLock l(&mu_);
+    // An element freed since the caller last looked is taken first: mapping a new one beside it
+    // would grow the pool past `max` and waste a page.
+    if (void* p = TryFreeListLocked(requested, dirty)) {
+      *from_free = true;
+      return p;
+    }
     if (options_.max != 0 && in_use_ + pending_ >= options_.max) {
       *err = ENOMEM;
       return nullptr;
@@ -233,9 +240,11 @@ void* Mempool::Alloc(size_t requested, const WaitPolicy& policy, int* err,
     }
   }
   const uint64_t start_ns = MonotonicNs();
-  if (void* p = TrySource(requested, err)) {
-    stats_->alloc_source.fetch_add(1, std::memory_order_relaxed);
-    return p;
+  bool from_free = false;
+  if (void* p = TrySource(requested, err, &from_free, &dirty)) {
+    (from_free ? stats_->alloc_reserve : stats_->alloc_source)
+        .fetch_add(1, std::memory_order_relaxed);
+    return Finish(p, dirty);
   }
   if (!IsShortage(*err)) {
     stats_->fail_source.fetch_add(1, std::memory_order_relaxed);
@@ -290,7 +299,8 @@ void* Mempool::Wait(size_t requested, const WaitPolicy& policy, int* err, uint64
     const int64_t now = static_cast<int64_t>(MonotonicNs());
     if (now >= next_source_ns) {
       int serr = 0;
-      got = TrySource(requested, &serr);
+      bool from_free = false;
+      got = TrySource(requested, &serr, &from_free, &dirty);
       if (got != nullptr) {
         absl::MutexLock l(&mu_);
         --waiters_;

@@ -164,7 +164,8 @@ class Mempool {
   Mempool(MempoolOptions options, PoolStats* stats, const SysCalls* sys);
 
   void* TryFreeListLocked(size_t requested, bool* dirty) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void* TrySource(size_t requested, int* err) ABSL_LOCKS_EXCLUDED(mu_);
+  // Takes a free element if one appeared, else maps a new one (within `max`).
+  void* TrySource(size_t requested, int* err, bool* from_free, bool* dirty) ABSL_LOCKS_EXCLUDED(mu_);
   void* Wait(size_t requested, const WaitPolicy& policy, int* err, uint64_t start_ns,
              bool (*abandon)(void*), void* ctx);
   void* Finish(void* p, bool dirty);

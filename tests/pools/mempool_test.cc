@@ -508,6 +508,51 @@ TEST_F(MempoolLevels, MaxCapsElementsInUse) {
   for (void* p : held) pool->Free(p);
 }
 
+// Found by the wake-up benchmark: a free landing between an allocation's look at the free list and
+// its source call let the pool map a second element beside the free one, past `max`. Two threads
+// pass one element back and forth, so nearly every allocation misses while the other thread is
+// about to free; waits are bounded so a lost element fails the test instead of hanging it.
+TEST(MempoolMaxRace, MaxHoldsWhileFreesRaceWithAllocations) {
+  MempoolOptions o;
+  o.name = "max-race";
+  o.source = SourceSpec{SourceKind::kAnon, false};
+  o.reserve = 1;
+  o.max = 1;
+  o.zero = ZeroMode::kNone;
+  o.policy.mode = Mode::kTimeout;
+  o.policy.timeout = absl::Seconds(5);
+  auto pool = *Mempool::Create(std::move(o));
+  ASSERT_EQ(pool->Prefill(), 1u);
+  constexpr int kRounds = 50000;
+  std::atomic<int> holder{0};  // who may allocate next: 0 main, 1 partner
+  std::atomic<int> lost{0};
+  std::thread partner([&] {
+    int e = 0;
+    for (int i = 0; i < kRounds && lost.load() == 0; ++i) {
+      while (holder.load() != 1 && lost.load() == 0) {
+      }
+      void* got = pool->Alloc(4096, &e);
+      if (got == nullptr) ++lost;
+      holder.store(0);
+      if (got != nullptr) pool->Free(got);
+    }
+  });
+  int err = 0;
+  for (int i = 0; i < kRounds && lost.load() == 0; ++i) {
+    void* got = pool->Alloc(4096, &err);
+    if (got == nullptr) ++lost;
+    holder.store(1);
+    if (got != nullptr) pool->Free(got);
+    while (holder.load() != 0 && lost.load() == 0) {
+    }
+  }
+  partner.join();
+  EXPECT_EQ(lost.load(), 0);
+  EXPECT_EQ(pool->stats().elements_total.load(), 1);
+  EXPECT_EQ(pool->stats().high_water.load(), 1);
+  EXPECT_EQ(pool->stats().source_calls.load(), 1u);  // the prefill, nothing since
+}
+
 TEST(MempoolOptionsTest, CreateRejectsBadOptionsNamingThem) {
   auto bad = [](MempoolOptions o, const char* word) {
     auto r = Mempool::Create(std::move(o));
