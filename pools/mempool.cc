@@ -189,6 +189,7 @@ size_t Mempool::Prefill() {
     void* p = source_.Map(&err);
     stats_->source_calls.fetch_add(1, std::memory_order_relaxed);
     stats_->source_ns.fetch_add(MonotonicNs() - t0, std::memory_order_relaxed);
+    WakeAfterUnlock wake;
     absl::MutexLock l(&mu_);
     --pending_;
     if (p == nullptr) {
@@ -200,7 +201,7 @@ size_t Mempool::Prefill() {
     elements_[reinterpret_cast<uintptr_t>(p)] = Element{};
     clean_.push_back(p);
     PublishLocked();
-    WakeOneLocked();
+    WakeOneLocked(&wake);
   }
 }
 
@@ -329,10 +330,11 @@ void* Mempool::Wait(size_t requested, const WaitPolicy& policy, int* err, uint64
     }
   }
   if (got == nullptr) {
+    WakeAfterUnlock wake;
     absl::MutexLock l(&mu_);
     --waiters_;
     // A wake-up this thread consumed but did not use goes to the next waiter.
-    if (FreeCountLocked() > 0) WakeOneLocked();
+    if (FreeCountLocked() > 0) WakeOneLocked(&wake);
   }
   const uint64_t waited = MonotonicNs() - start_ns;
   if (slot >= 0) stats_->waiter_start_ns[slot].store(0, std::memory_order_relaxed);
@@ -346,10 +348,10 @@ void* Mempool::Wait(size_t requested, const WaitPolicy& policy, int* err, uint64
   return Finish(got, dirty);
 }
 
-void Mempool::WakeOneLocked() {
+void Mempool::WakeOneLocked(WakeAfterUnlock* wake) {
   if (waiters_ == 0) return;
   wake_seq_.fetch_add(1, std::memory_order_release);
-  FutexWake(&wake_seq_, 1);
+  wake->word = &wake_seq_;
 }
 
 bool Mempool::KeepOnFreeLocked() const {
@@ -360,6 +362,7 @@ bool Mempool::KeepOnFreeLocked() const {
 bool Mempool::Free(void* element) {
   enum class Then { kNothing, kRelease, kWakeMaintenance, kZeroNow } then = Then::kNothing;
   {
+    WakeAfterUnlock wake;
     absl::MutexLock l(&mu_);
     auto it = elements_.find(reinterpret_cast<uintptr_t>(element));
     if (it == elements_.end() || it->second.state != State::kInUse) return false;
@@ -373,7 +376,7 @@ bool Mempool::Free(void* element) {
     } else if (options_.zero == ZeroMode::kNone) {
       it->second.state = State::kFree;
       clean_.push_back(element);
-      WakeOneLocked();
+      WakeOneLocked(&wake);
     } else if (options_.zero == ZeroMode::kBackground && waiters_ == 0) {
       it->second.state = State::kFree;
       dirty_.push_back(element);
@@ -403,13 +406,14 @@ bool Mempool::Free(void* element) {
 }
 
 void Mempool::MarkZeroed(void* element) {
+  WakeAfterUnlock wake;
   absl::MutexLock l(&mu_);
   auto it = elements_.find(reinterpret_cast<uintptr_t>(element));
   if (it == elements_.end() || it->second.state != State::kZeroing) return;  // evicted meanwhile
   it->second.state = State::kFree;
   clean_.push_back(element);
   PublishLocked();
-  WakeOneLocked();
+  WakeOneLocked(&wake);
 }
 
 bool Mempool::Owns(const void* p) const {

@@ -171,7 +171,15 @@ class Mempool {
   void* Finish(void* p, bool dirty);
   bool KeepOnFreeLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PublishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void WakeOneLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Wakes one waiter once the pool lock is released: the woken thread's first act is to take the
+  // lock, so waking it while still holding the lock would make it sleep again on the mutex.
+  struct WakeAfterUnlock {
+    std::atomic<uint32_t>* word = nullptr;
+    ~WakeAfterUnlock() {
+      if (word != nullptr) FutexWake(word, 1);
+    }
+  };
+  void WakeOneLocked(WakeAfterUnlock* wake) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   size_t FreeCountLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
     return clean_.size() + dirty_.size();
   }
