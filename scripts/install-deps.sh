@@ -10,6 +10,7 @@ packages=(
   prometheus curl python3 procps util-linux
   python3-yaml chromium dpkg-dev
   postgresql
+  libdpdk-dev
   clang libclang-rt-14-dev
 )
 

@@ -1,0 +1,221 @@
+// Pool-level figures of DESIGN §8, measured in one process beside their peers:
+//   4. DmaPool alloc+free of 2 KiB blocks (align 64, boundary 4 KiB) — peer: glibc posix_memalign
+//      (DPDK's rte_mempool is in dpdk_bench.cc);
+//   5. wake-up of a blocked allocator after a free — peer: a raw futex ping-pong;
+//   6. telemetry cost on the pool-hit path — stats recorded vs not;
+//   8. a 64 KiB pinned-pool hit — peer: mmap + mlock + munlock + munmap.
+#include <linux/futex.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sched.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <memory>
+#include <thread>
+
+#include "benchmark/benchmark.h"
+#include "pools/dma_pool.h"
+#include "pools/mempool.h"
+
+namespace dmashim {
+namespace {
+
+std::unique_ptr<Mempool> MakePool(const char* name, SourceKind kind, size_t element, size_t reserve,
+                                  ZeroMode zero, Mode mode = Mode::kBlock, bool record = true) {
+  MempoolOptions o;
+  o.name = name;
+  o.source = SourceSpec{kind, false};
+  o.element_size = element;
+  o.reserve = reserve;
+  o.zero = zero;
+  o.policy.mode = mode;
+  o.record_stats = record;
+  auto p = Mempool::Create(std::move(o));
+  if (!p.ok()) abort();
+  (*p)->Prefill();
+  return *std::move(p);
+}
+
+// --- 4. DmaPool vs posix_memalign ---
+
+Mempool* DmaPages() {
+  static Mempool* pages =
+      MakePool("dma-pages", SourceKind::kHuge2M, 0, 4, ZeroMode::kNone).release();
+  return pages;
+}
+
+DmaPool* SharedDma() {
+  static DmaPool* dma = [] {
+    auto d = DmaPool::Create({"bench-dma", 2048, 64, 4096}, DmaPages());
+    if (!d.ok()) abort();
+    return d->release();
+  }();
+  return dma;
+}
+
+void BM_DmaPoolAllocFree(benchmark::State& state) {
+  DmaPool* dma = SharedDma();
+  int err = 0;
+  for (auto _ : state) {
+    void* b = dma->Alloc(&err);
+    benchmark::DoNotOptimize(b);
+    dma->Free(b);
+  }
+}
+BENCHMARK(BM_DmaPoolAllocFree)->Threads(1)->Threads(2)->UseRealTime();
+
+void BM_PosixMemalignFree(benchmark::State& state) {
+  for (auto _ : state) {
+    void* b = nullptr;
+    if (posix_memalign(&b, 64, 2048) != 0) abort();
+    benchmark::DoNotOptimize(b);
+    free(b);
+  }
+}
+BENCHMARK(BM_PosixMemalignFree)->Threads(1)->Threads(2)->UseRealTime();
+
+// --- 5. wake-up latency: the time from a free in one thread to the blocked allocator in another
+// returning. Each iteration makes sure the partner is asleep in the kernel (it announced its wait,
+// then 200 µs pass), then frees and measures until the partner's Alloc has returned. The peer is the
+// same protocol on a raw futex: the time from FUTEX_WAKE to the sleeper's return.
+
+uint64_t NowNs() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+void BM_MempoolWakeUp(benchmark::State& state) {
+  MempoolOptions o;
+  o.name = "wake";
+  o.source = SourceSpec{SourceKind::kAnon, false};
+  o.reserve = 1;
+  o.max = 1;  // the source is never asked: only a free can end a wait
+  o.zero = ZeroMode::kNone;
+  o.policy.mode = Mode::kBlock;
+  o.retry_interval = absl::Seconds(10);
+  o.retry_max = absl::Seconds(10);
+  auto pool = *Mempool::Create(std::move(o));
+  pool->Prefill();
+  const Gauge& blocked = pool->stats().blocked_now;
+  std::atomic<uint64_t> woke_ns{0};
+  std::atomic<int> go{0};  // 1: partner allocates; 2: stop
+  std::thread partner([&] {
+    int e = 0;
+    for (;;) {
+      int g;
+      while ((g = go.load(std::memory_order_acquire)) == 0) sched_yield();
+      if (g == 2) return;
+      go.store(0, std::memory_order_relaxed);
+      void* got = pool->Alloc(4096, &e);
+      woke_ns.store(NowNs(), std::memory_order_release);
+      pool->Free(got);
+    }
+  });
+  int err = 0;
+  for (auto _ : state) {
+    void* held = pool->Alloc(4096, &err);
+    woke_ns.store(0, std::memory_order_relaxed);
+    go.store(1, std::memory_order_release);
+    while (blocked.load(std::memory_order_acquire) == 0) sched_yield();
+    usleep(200);  // asleep in the kernel by now
+    const uint64_t t0 = NowNs();
+    pool->Free(held);
+    uint64_t t1;
+    while ((t1 = woke_ns.load(std::memory_order_acquire)) == 0) {
+    }
+    state.SetIterationTime(static_cast<double>(t1 - t0) / 1e9);
+    while (blocked.load(std::memory_order_acquire) != 0) sched_yield();
+  }
+  go.store(2, std::memory_order_release);
+  partner.join();
+}
+BENCHMARK(BM_MempoolWakeUp)->UseManualTime()->Iterations(3000);
+
+long Futex(std::atomic<uint32_t>* w, int op, uint32_t v) {
+  return syscall(SYS_futex, reinterpret_cast<uint32_t*>(w), op, v, nullptr, nullptr, 0);
+}
+
+void BM_FutexWakeUp(benchmark::State& state) {
+  std::atomic<uint32_t> word{0};
+  std::atomic<int> waiting{0};
+  std::atomic<uint64_t> woke_ns{0};
+  std::thread partner([&] {
+    for (uint32_t round = 1;; ++round) {
+      waiting.store(1, std::memory_order_release);
+      uint32_t v;
+      while ((v = word.load(std::memory_order_acquire)) < round) Futex(&word, FUTEX_WAIT_PRIVATE, v);
+      woke_ns.store(NowNs(), std::memory_order_release);
+      if (v == UINT32_MAX) return;
+    }
+  });
+  uint32_t round = 0;
+  for (auto _ : state) {
+    ++round;
+    while (waiting.load(std::memory_order_acquire) == 0) sched_yield();
+    waiting.store(0, std::memory_order_relaxed);
+    woke_ns.store(0, std::memory_order_relaxed);
+    usleep(200);
+    const uint64_t t0 = NowNs();
+    word.store(round, std::memory_order_release);
+    Futex(&word, FUTEX_WAKE_PRIVATE, 1);
+    uint64_t t1;
+    while ((t1 = woke_ns.load(std::memory_order_acquire)) == 0) {
+    }
+    state.SetIterationTime(static_cast<double>(t1 - t0) / 1e9);
+  }
+  while (waiting.load(std::memory_order_acquire) == 0) sched_yield();
+  word.store(UINT32_MAX, std::memory_order_release);
+  Futex(&word, FUTEX_WAKE_PRIVATE, 1);
+  partner.join();
+}
+BENCHMARK(BM_FutexWakeUp)->UseManualTime()->Iterations(3000);
+
+// --- 6. telemetry cost on the pool-hit path ---
+
+void HitLoop(benchmark::State& state, bool record) {
+  auto pool = MakePool(record ? "hit-stats" : "hit-nostats", SourceKind::kHuge2M, 0, 2,
+                       ZeroMode::kNone, Mode::kBlock, record);
+  int err = 0;
+  for (auto _ : state) {
+    void* e = pool->Alloc(size_t{2} << 20, &err);
+    benchmark::DoNotOptimize(e);
+    pool->Free(e);
+  }
+}
+void BM_PoolHitStatsOn(benchmark::State& state) { HitLoop(state, true); }
+void BM_PoolHitStatsOff(benchmark::State& state) { HitLoop(state, false); }
+BENCHMARK(BM_PoolHitStatsOn);
+BENCHMARK(BM_PoolHitStatsOff);
+
+// --- 8. pinned: a 64 KiB pinned-pool hit vs pinning from scratch ---
+
+void BM_PinnedPoolHit(benchmark::State& state) {
+  auto pool = MakePool("pinned", SourceKind::kPinned, 64 << 10, 2, ZeroMode::kEager);
+  int err = 0;
+  for (auto _ : state) {
+    void* e = pool->Alloc(64 << 10, &err);
+    benchmark::DoNotOptimize(e);
+    pool->Free(e);
+  }
+}
+BENCHMARK(BM_PinnedPoolHit);
+
+void BM_PinnedKernel(benchmark::State& state) {
+  const size_t len = 64 << 10;
+  for (auto _ : state) {
+    void* p = mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED || mlock(p, len) != 0) abort();
+    munlock(p, len);
+    munmap(p, len);
+  }
+}
+BENCHMARK(BM_PinnedKernel);
+
+}  // namespace
+}  // namespace dmashim
+
+BENCHMARK_MAIN();

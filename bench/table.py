@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Prints DESIGN §8's side-by-side table from the Google Benchmark JSON files scripts/bench.sh wrote.
+
+Each figure pairs dmashim's benchmark with its peer measured in the same run. Times are medians
+over the repetitions; ratios are computed repetition by repetition (pair i of one with pair i of
+the other) and the median of those is shown.
+"""
+import json
+import statistics
+import sys
+from pathlib import Path
+
+
+def load(directory, name):
+    path = Path(directory) / name
+    if not path.exists():
+        return {}
+    runs = {}
+    for b in json.loads(path.read_text())["benchmarks"]:
+        if b.get("run_type") != "iteration":
+            continue
+        scale = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}[b.get("time_unit", "ns")]
+        runs.setdefault(b["run_name"], []).append(b["real_time"] * scale)
+    return runs
+
+
+def find(runs, prefix):
+    for name, times in runs.items():
+        if name.startswith(prefix):
+            return times
+    return None
+
+
+def fmt_ns(ns):
+    if ns is None:
+        return "n/a"
+    if ns >= 1e6:
+        return f"{ns / 1e6:.2f} ms"
+    if ns >= 1e3:
+        return f"{ns / 1e3:.2f} µs"
+    return f"{ns:.1f} ns"
+
+
+def pairwise(a, b, f):
+    n = min(len(a), len(b))
+    return statistics.median(f(a[i], b[i]) for i in range(n))
+
+
+def main(directory):
+    pools = load(directory, "pools.json")
+    dpdk = load(directory, "dpdk.json")
+    hit = load(directory, "shim-hit.json")
+    nostats = load(directory, "shim-nostats.json")
+    none = load(directory, "shim-zero-none.json")
+    exporter = load(directory, "exporter.json")
+    rows = []
+
+    def row(figure, ours, peer, ratio, target, met):
+        rows.append((figure, ours, peer, ratio, target, "yes" if met else ("NO" if met is not None else "-")))
+
+    def faster(label, ours, peer, target, per=1.0):
+        # ours/peer are lists of times (ns per iteration); `per` divides ours (items per iteration).
+        if not ours or not peer:
+            row(label, "n/a", "n/a", "n/a", f">= {target}x", None)
+            return
+        o = [t / per for t in ours]
+        r = pairwise(peer, o, lambda p, q: p / q)
+        row(label, fmt_ns(statistics.median(o)), fmt_ns(statistics.median(peer)), f"{r:,.1f}x faster",
+            f">= {target}x", r >= target)
+
+    faster("1. pool hit: 2 MiB map+touch+unmap (warm, pre-zeroed)",
+           find(hit, "BM_ShimHugeMapTouch"), find(hit, "BM_KernelHugeMapTouch"), 1000, per=32)
+    faster("2. sustained map/write 4K/unmap, zero kept",
+           find(hit, "BM_ShimSustained"), find(hit, "BM_KernelSustained"), 2)
+    memset = find(hit, "BM_Memset2M")
+    if memset:
+        row("   (limit) memset of 2 MiB on one core", fmt_ns(statistics.median(memset)), "", "", "", None)
+    faster("2. sustained, zero = \"none\"",
+           find(none, "BM_ShimSustained"), find(none, "BM_KernelSustained"), 8)
+
+    shim_pt, libc_pt = find(hit, "BM_PassthroughShim"), find(hit, "BM_PassthroughLibc")
+    if shim_pt and libc_pt:
+        per_call = pairwise(shim_pt, libc_pt, lambda s, l: (s - l) / 2)
+        pct = pairwise(shim_pt, libc_pt, lambda s, l: (s / l - 1) * 100)
+        row("3. pass-through: 4 KiB anon mmap+munmap, per call", f"{fmt_ns(statistics.median(shim_pt) / 2)}",
+            f"{fmt_ns(statistics.median(libc_pt) / 2)}", f"+{per_call:.1f} ns, {pct:+.1f} %",
+            "<= 20 ns, <= 3 %", per_call <= 20 and pct <= 3)
+
+    for threads in (1, 2):
+        ours = find(pools, f"BM_DmaPoolAllocFree/real_time/threads:{threads}")
+        peer = find(dpdk, f"BM_DpdkMempoolGetPut/real_time/threads:{threads}")
+        glibc = find(pools, f"BM_PosixMemalignFree/real_time/threads:{threads}")
+        if ours and peer:
+            r = pairwise(ours, peer, lambda a, b: a / b)
+            row(f"4. DmaPool 2 KiB alloc+free, {threads} thread(s), vs DPDK rte_mempool",
+                fmt_ns(statistics.median(ours)), fmt_ns(statistics.median(peer)), f"{r:.2f}x its time",
+                "<= 1.0x", r <= 1.0)
+        if ours and glibc:
+            r = pairwise(ours, glibc, lambda a, b: a / b)
+            row(f"   vs glibc posix_memalign/free, {threads} thread(s)", fmt_ns(statistics.median(ours)),
+                fmt_ns(statistics.median(glibc)), f"{r:.2f}x its time", "", None)
+
+    ours, peer = find(pools, "BM_MempoolWakeUp"), find(pools, "BM_FutexWakeUp")
+    if ours and peer:
+        r = pairwise(ours, peer, lambda a, b: a / b)
+        row("5. wake-up: free -> blocked allocator returns, vs raw futex", fmt_ns(statistics.median(ours)),
+            fmt_ns(statistics.median(peer)), f"{r:.2f}x its time", "<= 1.5x", r <= 1.5)
+
+    on, off = find(hit, "BM_ShimHugeMapTouch"), find(nostats, "BM_ShimHugeMapTouch")
+    if on and off:
+        r = pairwise(on, off, lambda a, b: a / b)
+        row("6. telemetry: shim pool hit, stats on vs off", fmt_ns(statistics.median(on) / 32),
+            fmt_ns(statistics.median(off) / 32), f"{r:.3f}x", "<= 1.05x", r <= 1.05)
+    on, off = find(pools, "BM_PoolHitStatsOn"), find(pools, "BM_PoolHitStatsOff")
+    if on and off:
+        r = pairwise(on, off, lambda a, b: a / b)
+        row("   Mempool hit alone, stats on vs off", fmt_ns(statistics.median(on)),
+            fmt_ns(statistics.median(off)), f"{r:.3f}x", "<= 1.05x", r <= 1.05)
+
+    scrape = find(exporter, "BM_Scrape1000x8")
+    if scrape:
+        ms = statistics.median(scrape) / 1e6
+        row("7. exporter: one scrape of 1,000 segments x 8 pools", f"{ms:.1f} ms", "", "", "<= 50 ms", ms <= 50)
+        seg = json.loads((Path(directory) / "exporter.json").read_text())["benchmarks"][0].get(
+            "segment_bytes_per_process")
+        if seg:
+            row("   shim memory per process besides reserves (segment)", f"{seg / 1024:.0f} KiB", "", "",
+                "<= 1 MiB", seg <= 1 << 20)
+
+    faster("8. pinned 64 KiB: pool hit vs mmap+mlock+munlock+munmap",
+           find(pools, "BM_PinnedPoolHit"), find(pools, "BM_PinnedKernel"), 1)
+
+    widths = [max(len(str(r[i])) for r in rows + [HEADER]) for i in range(len(HEADER))]
+    for r in [HEADER] + [tuple("-" * w for w in widths)] + rows:
+        print(" | ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+HEADER = ("figure", "dmashim", "peer (same run)", "ratio", "target", "met")
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else ".")
