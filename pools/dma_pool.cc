@@ -92,7 +92,7 @@ DmaPool::DmaPool(DmaPoolOptions options, Mempool* pages, PoolStats* stats, size_
 }
 
 DmaPool::~DmaPool() {
-  absl::MutexLock l(&mu_);
+  FutexLockGuard l(&mu_);
   if (active_ != 0) {
     fprintf(stderr, "dmashim: dma pool %s destroyed with %zu blocks in use; keeping their pages\n",
             options_.name.c_str(), active_);
@@ -151,7 +151,7 @@ void* DmaPool::Alloc(int* err) { return Alloc(pages_->policy(), err); }
 
 void* DmaPool::Alloc(const WaitPolicy& policy, int* err) {
   bool from_new_page = false;
-  absl::MutexLock l(&mu_);
+  FutexLockGuard l(&mu_);
   while (free_ == nullptr) {
     // Wait for a page in the mempool — but a block freed here meanwhile ends that wait.
     page_waiters_.fetch_add(1, std::memory_order_acq_rel);
@@ -208,7 +208,7 @@ void* DmaPool::Alloc(const WaitPolicy& policy, int* err) {
 }
 
 bool DmaPool::Free(void* block) {
-  absl::MutexLock l(&mu_);
+  FutexLockGuard l(&mu_);
   size_t slot = 0;
   Page* pg = FindBlockLocked(reinterpret_cast<uintptr_t>(block), &slot);
   const uint64_t bit = uint64_t{1} << (slot % 64);
@@ -232,7 +232,7 @@ bool DmaPool::Free(void* block) {
 }
 
 DmaPoolInfo DmaPool::info() const {
-  absl::MutexLock l(&mu_);
+  FutexLockGuard l(&mu_);
   return DmaPoolInfo{active_, total_, block_size_, pages_by_addr_.size()};
 }
 

@@ -15,7 +15,7 @@
 
 #include "absl/container/btree_map.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "pools/lock.h"
 #include "pools/mempool.h"
 #include "pools/stats.h"
 
@@ -84,7 +84,7 @@ class DmaPool {
   PoolStats own_stats_;
   PoolStats* stats_;
 
-  mutable absl::Mutex mu_;
+  mutable FutexLock mu_;
   struct FreeBlock {
     FreeBlock* next;
   };

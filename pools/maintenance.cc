@@ -19,6 +19,7 @@ struct Registry {
   std::vector<Mempool*> pools ABSL_GUARDED_BY(mu);
   std::function<void()> hook;
   std::atomic<uint32_t> kick{0};
+  std::atomic<bool> sleeping{false};  // the thread is (about to be) in FutexWait on `kick`
   std::atomic<bool> started{false};
   std::atomic<int> running{0};
 };
@@ -29,10 +30,13 @@ Registry& Reg() {
 }
 
 constexpr int64_t kTickNs = 100'000'000;
+constexpr int64_t kPollNs = 1'000'000;
+constexpr int kPollRounds = 200;  // 200 ms of polling after the last piece of work
 
 void* ThreadMain(void*) {
   Registry& r = Reg();
   r.running.fetch_add(1);
+  int idle_polls = kPollRounds;
   for (;;) {
     uint32_t seen = r.kick.load(std::memory_order_acquire);
     bool busy = false;
@@ -41,7 +45,21 @@ void* ThreadMain(void*) {
       for (Mempool* p : r.pools) busy |= p->Maintain();
     }
     if (r.hook) r.hook();
-    if (!busy) FutexWait(&r.kick, seen, kTickNs);
+    if (busy) {
+      idle_polls = 0;
+    } else if (idle_polls < kPollRounds) {
+      // Recently busy: poll every millisecond for a while instead of sleeping until woken, so
+      // the frees of a busy program queue dirty elements without a wake-up system call each.
+      ++idle_polls;
+      FutexWait(&r.kick, seen, kPollNs);
+    } else {
+      // Announce the sleep before checking `kick` again (inside FutexWait): a waker that bumps
+      // `kick` after this store sees `sleeping` and makes the system call; one that bumped it
+      // before makes FutexWait return at once.
+      r.sleeping.store(true, std::memory_order_seq_cst);
+      if (FutexWait(&r.kick, seen, kTickNs) == 0) idle_polls = 0;
+      r.sleeping.store(false, std::memory_order_relaxed);
+    }
   }
   return nullptr;
 }
@@ -89,7 +107,13 @@ void AtforkChild() {
 
 void RegisterPool(Mempool* pool) {
   static std::once_flag once;
-  std::call_once(once, [] { pthread_atfork(AtforkPrepare, AtforkParent, AtforkChild); });
+  std::call_once(once, [] {
+    // Debian's Abseil is built without NDEBUG, so every Mutex::Lock would feed a lock-order graph
+    // (GraphCycles) — about half of a pool hit's instructions. The pools' lock order is fixed and
+    // small (registry → pool); the checker buys nothing here.
+    absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+    pthread_atfork(AtforkPrepare, AtforkParent, AtforkChild);
+  });
   Registry& r = Reg();
   absl::MutexLock l(&r.mu);
   r.pools.push_back(pool);
@@ -104,8 +128,9 @@ void UnregisterPool(Mempool* pool) {
 void WakeMaintenance() {
   Registry& r = Reg();
   if (!r.started.load(std::memory_order_acquire)) StartThread();
-  r.kick.fetch_add(1, std::memory_order_release);
-  FutexWake(&r.kick, 1);
+  r.kick.fetch_add(1, std::memory_order_seq_cst);
+  // Only a sleeping thread needs the system call; a busy one re-reads `kick` before it sleeps.
+  if (r.sleeping.load(std::memory_order_seq_cst)) FutexWake(&r.kick, 1);
 }
 
 void SetMaintenanceHook(std::function<void()> hook) { Reg().hook = std::move(hook); }

@@ -75,18 +75,18 @@ Mempool::Mempool(MempoolOptions options, PoolStats* stats, const SysCalls* sys)
 
 Mempool::~Mempool() {
   UnregisterPool(this);
-  absl::MutexLock l(&mu_);
+  FutexLockGuard l(&mu_);
   for (void* p : clean_) source_.Unmap(p);
   for (void* p : dirty_) source_.Unmap(p);
 }
 
 size_t Mempool::reserve() const {
-  absl::MutexLock l(&mu_);
+  FutexLockGuard l(&mu_);
   return reserve_;
 }
 
 size_t Mempool::keep() const {
-  absl::MutexLock l(&mu_);
+  FutexLockGuard l(&mu_);
   return options_.keep.value_or(std::max<size_t>(reserve_, 8));
 }
 
@@ -142,7 +142,7 @@ void* Mempool::Finish(void* p, bool dirty) {
 void* Mempool::TrySource(size_t requested, int* err, bool* from_free, bool* dirty) {
   *from_free = false;
   {
-    absl::MutexLock l(&mu_);
+    FutexLockGuard l(&mu_);
     // An element freed since the caller last looked is taken first: mapping a new one beside it
     // would grow the pool past `max` and waste a page.
     if (void* p = TryFreeListLocked(requested, dirty)) {
@@ -161,7 +161,7 @@ void* Mempool::TrySource(size_t requested, int* err, bool* from_free, bool* dirt
   stats_->source_calls.fetch_add(1, std::memory_order_relaxed);
   stats_->source_ns.fetch_add(took, std::memory_order_relaxed);
   if (took > options_.slow_source_ns) Observe(SlowPath::kSlowSource, took, p ? 0 : *err);
-  absl::MutexLock l(&mu_);
+  FutexLockGuard l(&mu_);
   --pending_;
   if (p == nullptr) {
     stats_->source_failures.fetch_add(1, std::memory_order_relaxed);
@@ -179,7 +179,7 @@ void* Mempool::TrySource(size_t requested, int* err, bool* from_free, bool* dirt
 size_t Mempool::Prefill() {
   for (;;) {
     {
-      absl::MutexLock l(&mu_);
+      FutexLockGuard l(&mu_);
       filled_ = true;
       if (elements_.size() + pending_ >= reserve_) return elements_.size();
       ++pending_;
@@ -190,7 +190,7 @@ size_t Mempool::Prefill() {
     stats_->source_calls.fetch_add(1, std::memory_order_relaxed);
     stats_->source_ns.fetch_add(MonotonicNs() - t0, std::memory_order_relaxed);
     WakeAfterUnlock wake;
-    absl::MutexLock l(&mu_);
+    FutexLockGuard l(&mu_);
     --pending_;
     if (p == nullptr) {
       stats_->source_failures.fetch_add(1, std::memory_order_relaxed);
@@ -212,7 +212,7 @@ void* Mempool::Alloc(size_t requested, const WaitPolicy& policy, int* err) {
 }
 
 void Mempool::WakeWaiters() {
-  absl::MutexLock l(&mu_);
+  FutexLockGuard l(&mu_);
   if (waiters_ == 0) return;
   wake_seq_.fetch_add(1, std::memory_order_release);
   FutexWake(&wake_seq_, INT32_MAX);
@@ -223,7 +223,7 @@ void* Mempool::Alloc(size_t requested, const WaitPolicy& policy, int* err,
   bool dirty = false;
   bool need_fill = false;
   {
-    absl::MutexLock l(&mu_);
+    FutexLockGuard l(&mu_);
     need_fill = !filled_ && reserve_ > 0;
     if (!need_fill) {
       if (void* p = TryFreeListLocked(requested, &dirty)) {
@@ -234,7 +234,7 @@ void* Mempool::Alloc(size_t requested, const WaitPolicy& policy, int* err,
   }
   if (need_fill) {
     Prefill();
-    absl::MutexLock l(&mu_);
+    FutexLockGuard l(&mu_);
     if (void* p = TryFreeListLocked(requested, &dirty)) {
       stats_->alloc_reserve.fetch_add(1, std::memory_order_relaxed);
       return Finish(p, dirty);
@@ -277,7 +277,7 @@ void* Mempool::Wait(size_t requested, const WaitPolicy& policy, int* err, uint64
   stats_->blocked_now.fetch_add(1, std::memory_order_relaxed);
   const int slot = ClaimWaiterSlot(stats_, start_ns);
   {
-    absl::MutexLock l(&mu_);
+    FutexLockGuard l(&mu_);
     ++waiters_;
   }
   void* got = nullptr;
@@ -286,7 +286,7 @@ void* Mempool::Wait(size_t requested, const WaitPolicy& policy, int* err, uint64
   for (;;) {
     const uint32_t seq = wake_seq_.load(std::memory_order_acquire);
     {
-      absl::MutexLock l(&mu_);
+      FutexLockGuard l(&mu_);
       got = TryFreeListLocked(requested, &dirty);
       if (got != nullptr) {
         --waiters_;
@@ -303,7 +303,7 @@ void* Mempool::Wait(size_t requested, const WaitPolicy& policy, int* err, uint64
       bool from_free = false;
       got = TrySource(requested, &serr, &from_free, &dirty);
       if (got != nullptr) {
-        absl::MutexLock l(&mu_);
+        FutexLockGuard l(&mu_);
         --waiters_;
         break;
       }
@@ -331,7 +331,7 @@ void* Mempool::Wait(size_t requested, const WaitPolicy& policy, int* err, uint64
   }
   if (got == nullptr) {
     WakeAfterUnlock wake;
-    absl::MutexLock l(&mu_);
+    FutexLockGuard l(&mu_);
     --waiters_;
     // A wake-up this thread consumed but did not use goes to the next waiter.
     if (FreeCountLocked() > 0) WakeOneLocked(&wake);
@@ -363,7 +363,7 @@ bool Mempool::Free(void* element) {
   enum class Then { kNothing, kRelease, kWakeMaintenance, kZeroNow } then = Then::kNothing;
   {
     WakeAfterUnlock wake;
-    absl::MutexLock l(&mu_);
+    FutexLockGuard l(&mu_);
     auto it = elements_.find(reinterpret_cast<uintptr_t>(element));
     if (it == elements_.end() || it->second.state != State::kInUse) return false;
     --in_use_;
@@ -407,7 +407,7 @@ bool Mempool::Free(void* element) {
 
 void Mempool::MarkZeroed(void* element) {
   WakeAfterUnlock wake;
-  absl::MutexLock l(&mu_);
+  FutexLockGuard l(&mu_);
   auto it = elements_.find(reinterpret_cast<uintptr_t>(element));
   if (it == elements_.end() || it->second.state != State::kZeroing) return;  // evicted meanwhile
   it->second.state = State::kFree;
@@ -417,13 +417,13 @@ void Mempool::MarkZeroed(void* element) {
 }
 
 bool Mempool::Owns(const void* p) const {
-  absl::MutexLock l(&mu_);
+  FutexLockGuard l(&mu_);
   return elements_.contains(reinterpret_cast<uintptr_t>(p));
 }
 
 bool Mempool::OverlapsFree(const void* addr, size_t len) const {
   const uintptr_t lo = reinterpret_cast<uintptr_t>(addr), hi = lo + len;
-  absl::MutexLock l(&mu_);
+  FutexLockGuard l(&mu_);
   for (const auto* list : {&clean_, &dirty_}) {
     for (void* p : *list) {
       const uintptr_t a = reinterpret_cast<uintptr_t>(p);
@@ -434,7 +434,7 @@ bool Mempool::OverlapsFree(const void* addr, size_t len) const {
 }
 
 bool Mempool::Forget(void* element) {
-  absl::MutexLock l(&mu_);
+  FutexLockGuard l(&mu_);
   auto it = elements_.find(reinterpret_cast<uintptr_t>(element));
   if (it == elements_.end() || it->second.state != State::kInUse) return false;
   --in_use_;
@@ -448,7 +448,7 @@ size_t Mempool::EvictFree(const void* addr, size_t len) {
   const uintptr_t lo = reinterpret_cast<uintptr_t>(addr), hi = lo + len;
   std::vector<void*> evicted;
   {
-    absl::MutexLock l(&mu_);
+    FutexLockGuard l(&mu_);
     // An element being zeroed outside the lock must finish first: unmapping it under the zeroing
     // thread would let it write into whatever the caller maps there next.
     auto zeroing_overlap = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
@@ -485,7 +485,7 @@ size_t Mempool::EvictFree(const void* addr, size_t len) {
 size_t Mempool::ReleaseFree(size_t count) {
   std::vector<void*> released;
   {
-    absl::MutexLock l(&mu_);
+    FutexLockGuard l(&mu_);
     while (released.size() < count) {
       void* p = PopAnyFreeLocked();
       if (p == nullptr) break;
@@ -506,7 +506,7 @@ size_t Mempool::ReleaseFree(size_t count) {
 ResizeResult Mempool::Resize(size_t new_reserve) {
   std::vector<void*> surplus;
   {
-    absl::MutexLock l(&mu_);
+    FutexLockGuard l(&mu_);
     reserve_ = new_reserve;
     stats_->reserve_target.store(static_cast<int64_t>(new_reserve), std::memory_order_relaxed);
     const size_t keep = options_.keep.value_or(std::max<size_t>(reserve_, 8));
@@ -524,7 +524,7 @@ ResizeResult Mempool::Resize(size_t new_reserve) {
   r.target = new_reserve;
   r.held = Prefill();
   if (r.held < new_reserve) {
-    absl::MutexLock l(&mu_);
+    FutexLockGuard l(&mu_);
     r.err = fill_err_ != 0 ? fill_err_ : ENOMEM;
   }
   return r;
@@ -534,7 +534,7 @@ bool Mempool::Maintain() {
   void* p = nullptr;
   bool refill = false;
   {
-    absl::MutexLock l(&mu_);
+    FutexLockGuard l(&mu_);
     if (!dirty_.empty()) {
       p = dirty_.back();
       dirty_.pop_back();
@@ -588,7 +588,7 @@ void Mempool::ForkChild() {
 }
 
 void Mempool::RebindStats(PoolStats* stats) {
-  absl::MutexLock l(&mu_);
+  FutexLockGuard l(&mu_);
   InitPoolStats(stats, options_.name.c_str(), PoolKind::kMempool,
                 static_cast<uint32_t>(options_.policy.mode), options_.element_size);
   stats->reserve_target.store(static_cast<int64_t>(reserve_), std::memory_order_relaxed);

@@ -21,7 +21,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
-#include "absl/synchronization/mutex.h"
+#include "pools/lock.h"
 #include "absl/time/time.h"
 #include "pools/page_source.h"
 #include "pools/policy.h"
@@ -195,7 +195,7 @@ class Mempool {
   PoolStats own_stats_;
   PoolStats* stats_;
 
-  mutable absl::Mutex mu_;
+  mutable FutexLock mu_;
   absl::flat_hash_map<uintptr_t, Element> elements_ ABSL_GUARDED_BY(mu_);
   std::vector<void*> clean_ ABSL_GUARDED_BY(mu_);  // free, zeroed (or zero = none)
   std::vector<void*> dirty_ ABSL_GUARDED_BY(mu_);  // free, to be zeroed before reuse

@@ -224,7 +224,7 @@ void* Runtime::MmapFromPool(size_t len, int prot, int flags, const void* caller,
     prot_changed = true;
   }
   if (flags & MAP_LOCKED) real::mlock(p, rounded);
-  absl::MutexLock l(&regions_mu_);
+  FutexLockGuard l(&regions_mu_);
   regions_[reinterpret_cast<uintptr_t>(p)] = Region{e, rounded, prot_changed};
   return p;
 }
@@ -242,7 +242,7 @@ bool Runtime::OnMunmap(void* addr, size_t len) {
   PoolEntry* whole = nullptr;
   bool prot_changed = false;
   {
-    absl::MutexLock l(&regions_mu_);
+    FutexLockGuard l(&regions_mu_);
     auto it = regions_.find(a);
     if (it != regions_.end()) {
       // The kernel rounds a huge-page munmap length up to whole pages: only a length that rounds
@@ -270,15 +270,12 @@ void Runtime::ReleaseRange(void* addr, size_t len) {
   const uintptr_t lo = reinterpret_cast<uintptr_t>(addr), hi = lo + len;
   std::vector<std::pair<uintptr_t, PoolEntry*>> dropped;
   {
-    absl::MutexLock l(&regions_mu_);
-    auto it = regions_.upper_bound(lo);
-    if (it != regions_.begin()) --it;
-    while (it != regions_.end() && it->first < hi) {
-      if (it->first + it->second.len > lo) {
-        dropped.emplace_back(it->first, it->second.entry);
-        it = regions_.erase(it);
-      } else {
-        ++it;
+    FutexLockGuard l(&regions_mu_);
+    for (auto it = regions_.begin(); it != regions_.end();) {
+      auto cur = it++;
+      if (cur->first < hi && cur->first + cur->second.len > lo) {
+        dropped.emplace_back(cur->first, cur->second.entry);
+        regions_.erase(cur);
       }
     }
   }
@@ -291,12 +288,9 @@ void Runtime::ReleaseRange(void* addr, size_t len) {
 void Runtime::OnMprotect(void* addr, size_t len, int prot) {
   if (!MaybePooled(addr, len)) return;
   const uintptr_t lo = reinterpret_cast<uintptr_t>(addr), hi = lo + len;
-  absl::MutexLock l(&regions_mu_);
-  auto it = regions_.upper_bound(lo);
-  if (it != regions_.begin()) --it;
-  for (; it != regions_.end() && it->first < hi; ++it) {
-    if (it->first + it->second.len > lo)
-      it->second.prot_changed |= prot != (PROT_READ | PROT_WRITE);
+  FutexLockGuard l(&regions_mu_);
+  for (auto& [start, r] : regions_) {
+    if (start < hi && start + r.len > lo) r.prot_changed |= prot != (PROT_READ | PROT_WRITE);
   }
 }
 

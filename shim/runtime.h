@@ -14,8 +14,8 @@
 #include <string>
 #include <vector>
 
-#include "absl/container/btree_map.h"
-#include "absl/synchronization/mutex.h"
+#include "absl/container/flat_hash_map.h"
+#include "pools/lock.h"
 #include "pools/dma_pool.h"
 #include "pools/mempool.h"
 #include "shim/config.h"
@@ -116,8 +116,10 @@ class Runtime {
     size_t len;
     bool prot_changed;
   };
-  mutable absl::Mutex regions_mu_;
-  absl::btree_map<uintptr_t, Region> regions_ ABSL_GUARDED_BY(regions_mu_);
+  mutable FutexLock regions_mu_;
+  // Keyed by start address: munmap looks up exact starts on the hot path; range questions
+  // (MAP_FIXED, mremap, madvise, mprotect) are rare and scan.
+  absl::flat_hash_map<uintptr_t, Region> regions_ ABSL_GUARDED_BY(regions_mu_);
 };
 
 // The calling thread's scope (dmashim_scope_begin); null when none.
