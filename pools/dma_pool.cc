@@ -6,8 +6,10 @@
 #include <algorithm>
 #include <bit>
 #include <cstdio>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "pools/maintenance.h"
 
 namespace dmashim {
 namespace {
@@ -80,62 +82,160 @@ absl::StatusOr<std::unique_ptr<DmaPool>> DmaPool::Create(DmaPoolOptions o, Mempo
   return std::unique_ptr<DmaPool>(new DmaPool(std::move(o), pages, stats, block, boundary));
 }
 
+
+// One thread's cache for one pool. Only the owning thread touches `objs`, `count` and `pages`;
+// `allocs` and `frees` are written by it alone (plain stores) and read by Fold.
+struct DmaPool::Cache {
+  static constexpr uint32_t kCapacity = 64;
+  static constexpr uint32_t kBatch = 32;
+  std::atomic<DmaPool*> pool;  // null once the pool is destroyed
+  uint64_t pool_id;
+  uint32_t count = 0;
+  void* objs[kCapacity];
+  uintptr_t pages[4] = {};  // pages of this pool seen by this thread: Free needs no lock for them
+  uint32_t next_page = 0;
+  std::atomic<uint64_t> allocs{0};
+  std::atomic<uint64_t> frees{0};
+
+  bool KnowsPage(uintptr_t base) const {
+    return pages[0] == base || pages[1] == base || pages[2] == base || pages[3] == base;
+  }
+  void RememberPage(uintptr_t base) { pages[next_page++ & 3] = base; }
+  static void Bump(std::atomic<uint64_t>& c) {
+    c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+  }
+};
+
+extern thread_local DmaPool::Cache* t_last_cache __attribute__((tls_model("initial-exec")));
+
+namespace {
+std::atomic<uint64_t> g_next_pool_id{1};
+FutexLock g_cache_mu;  // orders a thread's exit against its pools' destruction
+}  // namespace
+
+// The calling thread's caches, one slot per pool it uses (up to kSlots; more pools go without).
+struct DmaThreadCaches {
+  static constexpr int kSlots = 8;
+  DmaPool::Cache* slots[kSlots] = {};
+  ~DmaThreadCaches();
+};
+
+DmaThreadCaches::~DmaThreadCaches() {
+  {
+    for (DmaPool::Cache*& c : slots) {
+      if (c == nullptr) continue;
+      {
+        FutexLockGuard g(&g_cache_mu);
+        if (DmaPool* pool = c->pool.load(std::memory_order_acquire)) pool->DetachCache(c);
+      }
+      delete c;
+      c = nullptr;
+    }
+  }
+  t_last_cache = nullptr;
+}
+thread_local DmaThreadCaches t_dma_caches;
+
 DmaPool::DmaPool(DmaPoolOptions options, Mempool* pages, PoolStats* stats, size_t block_size,
                  size_t boundary)
     : options_(std::move(options)),
       pages_(pages),
       block_size_(block_size),
       boundary_(boundary),
-      stats_(stats ? stats : &own_stats_) {
+      stats_(stats ? stats : &own_stats_),
+      id_(g_next_pool_id.fetch_add(1)),
+      salt_(0x9e3779b97f4a7c15ULL * (g_next_pool_id.load() | 1) ^ reinterpret_cast<uintptr_t>(this)),
+      page_size_(pages->element_size()),
+      pow2_sizes_(IsPow2(block_size) && IsPow2(boundary)) {
   InitPoolStats(stats_, options_.name.c_str(), PoolKind::kDmaPool,
                 static_cast<uint32_t>(pages_->policy().mode), block_size_);
+  RegisterDmaPool(this);
 }
 
 DmaPool::~DmaPool() {
+  UnregisterDmaPool(this);
+  {
+    FutexLockGuard g(&g_cache_mu);
+    FutexLockGuard l(&mu_);
+    for (Cache* c : caches_) c->pool.store(nullptr, std::memory_order_release);
+    FoldLocked();
+  }
   FutexLockGuard l(&mu_);
-  if (active_ != 0) {
-    fprintf(stderr, "dmashim: dma pool %s destroyed with %zu blocks in use; keeping their pages\n",
-            options_.name.c_str(), active_);
+  const int64_t active = stats_->dma_active_blocks.load(std::memory_order_relaxed);
+  if (active != 0) {
+    fprintf(stderr, "dmashim: dma pool %s destroyed with %lld blocks in use; keeping its pages\n",
+            options_.name.c_str(), static_cast<long long>(active));
+    return;
   }
-  for (auto& [addr, page] : pages_by_addr_) {
-    bool live = false;
-    for (uint64_t w : page.live) live |= w != 0;
-    if (!live) pages_->Free(reinterpret_cast<void*>(addr));
-  }
+  for (auto& [addr, unused] : pages_by_addr_) pages_->Free(reinterpret_cast<void*>(addr));
 }
 
-size_t DmaPool::SlotOf(size_t offset) const {
-  const size_t per_chunk = boundary_ / block_size_;
-  return (offset / boundary_) * per_chunk + (offset % boundary_) / block_size_;
+void DmaPool::DetachCache(Cache* c) {
+  FutexLockGuard l(&mu_);
+  FlushLocked(c, 0);
+  FoldLocked();
+  list_allocs_ += c->allocs.load(std::memory_order_relaxed);
+  list_frees_ += c->frees.load(std::memory_order_relaxed);
+  std::erase(caches_, c);
 }
 
-DmaPool::Page* DmaPool::FindBlockLocked(uintptr_t p, size_t* slot) {
+uintptr_t DmaPool::PageOfLocked(uintptr_t p) const {
   auto it = pages_by_addr_.upper_bound(p);
-  if (it == pages_by_addr_.begin()) return nullptr;
+  if (it == pages_by_addr_.begin()) return 0;
   --it;
-  const size_t offset = p - it->first;
-  if (offset >= pages_->element_size()) return nullptr;
-  const size_t in_chunk = offset % boundary_;
-  if (in_chunk % block_size_ != 0 || in_chunk + block_size_ > boundary_) return nullptr;
-  *slot = SlotOf(offset);
-  return &it->second;
+  return p - it->first < page_size_ ? it->first : 0;
+}
+
+
+// Word 1 of a free block (after the link in word 0) holds the cookie; an allocated block has
+// anything there but, with odds of 2^-64, the cookie.
+bool DmaPool::IsFree(const void* b) const {
+  uintptr_t w;
+  memcpy(&w, static_cast<const char*>(b) + sizeof(void*), sizeof w);
+  return w == Cookie(b);
+}
+
+void DmaPool::MarkFree(void* b) const {
+#ifndef NDEBUG
+  memset(b, kPoisonFree, block_size_);
+#endif
+  const uintptr_t c = Cookie(b);
+  memcpy(static_cast<char*>(b) + sizeof(void*), &c, sizeof c);
+}
+
+void DmaPool::MarkAllocated(void* b) const {
+#ifndef NDEBUG
+  const auto* bytes = static_cast<const unsigned char*>(b);
+  for (size_t i = 2 * sizeof(void*); i < block_size_; ++i) {
+    if (bytes[i] != kPoisonFree) {
+      fprintf(stderr, "dmashim: dma pool %s: free block %p corrupted at byte %zu\n",
+              options_.name.c_str(), b, i);
+      break;
+    }
+  }
+  memset(b, kPoisonAllocated, block_size_);
+#else
+  const uintptr_t zero = 0;
+  memcpy(static_cast<char*>(b) + sizeof(void*), &zero, sizeof zero);
+#endif
 }
 
 void DmaPool::CarveLocked(char* page) {
-  const size_t page_size = pages_->element_size();
-  Page& pg = pages_by_addr_[reinterpret_cast<uintptr_t>(page)];
-  const size_t slots = SlotOf(page_size - 1) + 1;
-  pg.live.assign((slots + 63) / 64, 0);
+  const uintptr_t base = reinterpret_cast<uintptr_t>(page);
+  pages_by_addr_[base] = true;
+  // The lock-free free path finds a block's page by masking: only for naturally aligned pages of
+  // a power-of-two size (2 MiB huge pages always are).
+  if (!IsPow2(page_size_) || base % page_size_ != 0) {
+    aligned_pages_.store(false, std::memory_order_relaxed);
+  }
   // Push in descending address order so the free list hands blocks out ascending.
   size_t count = 0;
-  for (size_t chunk = page_size; chunk > 0; chunk -= boundary_) {
-    const size_t base = chunk - boundary_;
+  for (size_t chunk = page_size_; chunk > 0; chunk -= boundary_) {
+    const size_t start = chunk - boundary_;
     const size_t per_chunk = boundary_ / block_size_;
     for (size_t i = per_chunk; i > 0; --i) {
-      auto* b = reinterpret_cast<FreeBlock*>(page + base + (i - 1) * block_size_);
-#ifndef NDEBUG
-      memset(b, kPoisonFree, block_size_);
-#endif
+      auto* b = reinterpret_cast<FreeBlock*>(page + start + (i - 1) * block_size_);
+      MarkFree(b);
       SetNextFree(b, free_);
       free_ = b;
       ++count;
@@ -147,9 +247,61 @@ void DmaPool::CarveLocked(char* page) {
   stats_->dma_pages.store(static_cast<int64_t>(pages_by_addr_.size()), std::memory_order_relaxed);
 }
 
+// The cache this thread used last: one TLS load and a compare on the fast path (the slot array
+// above has a destructor, so touching it goes through the C++ TLS wrapper every time).
+thread_local DmaPool::Cache* t_last_cache __attribute__((tls_model("initial-exec"))) = nullptr;
+
+DmaPool::Cache* DmaPool::ThisThreadsCache() {
+  Cache* last = t_last_cache;
+  if (last != nullptr && last->pool_id == id_) return last;
+  last = FindThreadsCache();
+  t_last_cache = last;
+  return last;
+}
+
+DmaPool::Cache* DmaPool::FindThreadsCache() {
+  DmaThreadCaches& tc = t_dma_caches;
+  int empty = -1;
+  for (int i = 0; i < DmaThreadCaches::kSlots; ++i) {
+    Cache* c = tc.slots[i];
+    if (c == nullptr) {
+      if (empty < 0) empty = i;
+      continue;
+    }
+    if (c->pool_id == id_) return c;
+    if (c->pool.load(std::memory_order_acquire) == nullptr) {  // its pool is gone: reuse the slot
+      if (t_last_cache == c) t_last_cache = nullptr;
+      delete c;
+      tc.slots[i] = nullptr;
+      if (empty < 0) empty = i;
+    }
+  }
+  if (empty < 0) return nullptr;
+  auto* c = new Cache;
+  c->pool.store(this, std::memory_order_relaxed);
+  c->pool_id = id_;
+  {
+    FutexLockGuard l(&mu_);
+    caches_.push_back(c);
+  }
+  tc.slots[empty] = c;
+  return c;
+}
+
 void* DmaPool::Alloc(int* err) { return Alloc(pages_->policy(), err); }
 
 void* DmaPool::Alloc(const WaitPolicy& policy, int* err) {
+  Cache* c = ThisThreadsCache();
+  if (c != nullptr && c->count > 0) {  // the fast path: no lock, no shared write
+    void* b = c->objs[--c->count];
+    MarkAllocated(b);
+    Cache::Bump(c->allocs);
+    return b;
+  }
+  return AllocSlow(policy, err, c);
+}
+
+void* DmaPool::AllocSlow(const WaitPolicy& policy, int* err, Cache* c) {
   bool from_new_page = false;
   FutexLockGuard l(&mu_);
   while (free_ == nullptr) {
@@ -157,7 +309,7 @@ void* DmaPool::Alloc(const WaitPolicy& policy, int* err) {
     page_waiters_.fetch_add(1, std::memory_order_acq_rel);
     mu_.Unlock();
     void* page = pages_->Alloc(
-        pages_->element_size(), policy, err,
+        page_size_, policy, err,
         [](void* self) {
           return static_cast<DmaPool*>(self)->have_free_.load(std::memory_order_acquire);
         },
@@ -166,12 +318,13 @@ void* DmaPool::Alloc(const WaitPolicy& policy, int* err) {
     page_waiters_.fetch_sub(1, std::memory_order_acq_rel);
     if (page == nullptr && *err == EALREADY) continue;  // a block came back: take it
     if (page == nullptr) {
-      Counter& reason = *err == EINTR                   ? stats_->fail_interrupted
-                        : *err != ENOMEM                ? stats_->fail_source
-                        : policy.mode == Mode::kTimeout ? stats_->fail_timeout
+      Counter& reason = *err == EINTR                    ? stats_->fail_interrupted
+                        : *err != ENOMEM                 ? stats_->fail_source
+                        : policy.mode == Mode::kTimeout  ? stats_->fail_timeout
                         : policy.mode == Mode::kFailFast ? stats_->fail_fast
                                                          : stats_->fail_source;
       reason.fetch_add(1, std::memory_order_relaxed);
+      FoldLocked();
       return nullptr;
     }
     CarveLocked(static_cast<char*>(page));
@@ -179,61 +332,107 @@ void* DmaPool::Alloc(const WaitPolicy& policy, int* err) {
   }
   FreeBlock* b = free_;
   free_ = NextFree(b);
-  have_free_.store(free_ != nullptr, std::memory_order_release);
-#ifndef NDEBUG
-  {
-    const auto* bytes = reinterpret_cast<const unsigned char*>(b);
-    for (size_t i = sizeof(FreeBlock); i < block_size_; ++i) {
-      if (bytes[i] != kPoisonFree) {
-        fprintf(stderr, "dmashim: dma pool %s: free block %p corrupted at byte %zu\n",
-                options_.name.c_str(), static_cast<void*>(b), i);
-        break;
-      }
-    }
-    memset(b, kPoisonAllocated, block_size_);
+  // Refill this thread's cache with a batch, so the next allocations take no lock.
+  while (c != nullptr && free_ != nullptr && c->count < Cache::kBatch) {
+    FreeBlock* x = free_;
+    free_ = NextFree(x);
+    c->objs[c->count++] = x;
   }
-#endif
-  size_t slot = 0;
-  Page* pg = FindBlockLocked(reinterpret_cast<uintptr_t>(b), &slot);
-  pg->live[slot / 64] |= uint64_t{1} << (slot % 64);
-  ++active_;
-  (from_new_page ? stats_->alloc_source : stats_->alloc_reserve)
-      .fetch_add(1, std::memory_order_relaxed);
-  stats_->dma_active_blocks.store(static_cast<int64_t>(active_), std::memory_order_relaxed);
-  stats_->in_use.store(static_cast<int64_t>(active_), std::memory_order_relaxed);
-  stats_->bytes_in_use.store(static_cast<int64_t>(active_ * block_size_),
-                             std::memory_order_relaxed);
-  RaiseHighWater(stats_, static_cast<int64_t>(active_));
+  have_free_.store(free_ != nullptr, std::memory_order_release);
+  MarkAllocated(b);
+  ++(from_new_page ? source_allocs_ : list_allocs_);
+  FoldLocked();
   return b;
 }
 
 bool DmaPool::Free(void* block) {
+  Cache* c = ThisThreadsCache();
+  const uintptr_t p = reinterpret_cast<uintptr_t>(block);
+  // A thread waiting for a page must see this block: then it goes to the shared list.
+  if (c == nullptr || !aligned_pages_.load(std::memory_order_relaxed) ||
+      page_waiters_.load(std::memory_order_relaxed) > 0) {
+    return FreeSlow(block, c);
+  }
+  // A page this thread has seen is this pool's (pages are never returned before the pool dies);
+  // anything else is checked under the lock.
+  const uintptr_t base = p & ~(page_size_ - 1);
+  if (!c->KnowsPage(base)) return FreeSlow(block, c);
+  if (!IsBlockOffset(p - base) || IsFree(block)) return false;  // not a block, or a double free
+  if (c->count == Cache::kCapacity) {
+    FutexLockGuard l(&mu_);
+    FlushLocked(c, Cache::kBatch);
+  }
+  MarkFree(block);
+  c->objs[c->count++] = block;
+  Cache::Bump(c->frees);
+  return true;
+}
+
+bool DmaPool::FreeSlow(void* block, Cache* c) {
+  const uintptr_t p = reinterpret_cast<uintptr_t>(block);
   FutexLockGuard l(&mu_);
-  size_t slot = 0;
-  Page* pg = FindBlockLocked(reinterpret_cast<uintptr_t>(block), &slot);
-  const uint64_t bit = uint64_t{1} << (slot % 64);
-  if (pg == nullptr || (pg->live[slot / 64] & bit) == 0) return false;  // foreign or double free
-  pg->live[slot / 64] &= ~bit;
-  auto* b = static_cast<FreeBlock*>(block);
-#ifndef NDEBUG
-  memset(b, kPoisonFree, block_size_);
-#endif
-  SetNextFree(b, free_);
-  free_ = b;
-  have_free_.store(true, std::memory_order_release);
-  --active_;
-  stats_->frees.fetch_add(1, std::memory_order_relaxed);
-  stats_->dma_active_blocks.store(static_cast<int64_t>(active_), std::memory_order_relaxed);
-  stats_->in_use.store(static_cast<int64_t>(active_), std::memory_order_relaxed);
-  stats_->bytes_in_use.store(static_cast<int64_t>(active_ * block_size_),
-                             std::memory_order_relaxed);
+  const uintptr_t base = PageOfLocked(p);
+  if (base == 0 || !IsBlockOffset(p - base) || IsFree(block)) return false;
+  MarkFree(block);
+  if (c != nullptr && aligned_pages_.load(std::memory_order_relaxed) &&
+      page_waiters_.load(std::memory_order_acquire) == 0) {
+    c->RememberPage(base);
+    if (c->count == Cache::kCapacity) FlushLocked(c, Cache::kBatch);
+    c->objs[c->count++] = block;
+    Cache::Bump(c->frees);
+  } else {
+    auto* b = static_cast<FreeBlock*>(block);
+    SetNextFree(b, free_);
+    free_ = b;
+    have_free_.store(true, std::memory_order_release);
+    ++list_frees_;
+  }
+  FoldLocked();
   if (page_waiters_.load(std::memory_order_acquire) > 0) pages_->WakeWaiters();
   return true;
 }
 
+void DmaPool::FlushLocked(Cache* c, size_t keep) {
+  while (c->count > keep) {
+    auto* b = static_cast<FreeBlock*>(c->objs[--c->count]);
+    SetNextFree(b, free_);
+    free_ = b;
+  }
+  have_free_.store(free_ != nullptr, std::memory_order_release);
+  if (page_waiters_.load(std::memory_order_acquire) > 0) pages_->WakeWaiters();
+}
+
+void DmaPool::FoldLocked() const {
+  uint64_t allocs = list_allocs_, frees = list_frees_;
+  for (const Cache* c : caches_) {
+    allocs += c->allocs.load(std::memory_order_relaxed);
+    frees += c->frees.load(std::memory_order_relaxed);
+  }
+  const int64_t active = static_cast<int64_t>(allocs + source_allocs_ - frees);
+  stats_->alloc_reserve.store(allocs, std::memory_order_relaxed);
+  stats_->alloc_source.store(source_allocs_, std::memory_order_relaxed);
+  stats_->frees.store(frees, std::memory_order_relaxed);
+  stats_->dma_active_blocks.store(active, std::memory_order_relaxed);
+  stats_->in_use.store(active, std::memory_order_relaxed);
+  stats_->bytes_in_use.store(active * static_cast<int64_t>(block_size_), std::memory_order_relaxed);
+  RaiseHighWater(stats_, active);
+}
+
+void DmaPool::Fold() const {
+  FutexLockGuard l(&mu_);
+  FoldLocked();
+}
+
+const PoolStats& DmaPool::stats() const {
+  Fold();
+  return *stats_;
+}
+
 DmaPoolInfo DmaPool::info() const {
   FutexLockGuard l(&mu_);
-  return DmaPoolInfo{active_, total_, block_size_, pages_by_addr_.size()};
+  FoldLocked();
+  return DmaPoolInfo{static_cast<size_t>(stats_->dma_active_blocks.load()), total_, block_size_,
+                     pages_by_addr_.size()};
 }
 
 }  // namespace dmashim

@@ -57,25 +57,53 @@ class DmaPool {
   void* Alloc(int* err);
   void* Alloc(const WaitPolicy& policy, int* err);
 
-  // O(1). Returns false (and does nothing) for a pointer that is not a live block of this pool.
+  // O(1). Returns false (and does nothing) for a pointer that is not a block of this pool, or one
+  // that is already free (a double free).
   bool Free(void* block);
 
+  // The figures and the stats record, with the per-thread caches folded in first.
   DmaPoolInfo info() const;
+  const PoolStats& stats() const;
   size_t block_size() const { return block_size_; }
   size_t boundary() const { return boundary_; }
-  const PoolStats& stats() const { return *stats_; }
+
+  // Folds the per-thread caches' counts into the stats record (the maintenance thread calls it
+  // every tick, so the exporter sees current figures). Never blocks on a wait.
+  void Fold() const;
+
+  // Per-thread caches: like DPDK's per-lcore mempool cache, a thread allocates from and frees to a
+  // small stack of its own without locks or shared writes, and trades blocks with the pool's list in
+  // batches. A free block is recognised by a cookie in its second word (a double free is refused).
+  struct Cache;
 
  private:
-  struct Page {
-    std::vector<uint64_t> live;  // one bit per block slot: handed out
-  };
-
   DmaPool(DmaPoolOptions options, Mempool* pages, PoolStats* stats, size_t block_size,
           size_t boundary);
-  // The page holding `p` and the block's slot index, or nullptr when `p` is not a block start.
-  Page* FindBlockLocked(uintptr_t p, size_t* slot) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  size_t SlotOf(size_t offset) const;
+  // The start of the page holding `p`, or 0 when `p` is not in one of this pool's pages.
+  uintptr_t PageOfLocked(uintptr_t p) const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Whether `offset` into a page is where a block starts.
+  bool IsBlockOffset(size_t offset) const {
+    if (pow2_sizes_) {  // the common case (2 KiB blocks, 4 KiB boundary): masks, no division
+      const size_t in_chunk = offset & (boundary_ - 1);
+      return (in_chunk & (block_size_ - 1)) == 0 && in_chunk + block_size_ <= boundary_;
+    }
+    const size_t in_chunk = offset % boundary_;
+    return in_chunk % block_size_ == 0 && in_chunk + block_size_ <= boundary_;
+  }
   void CarveLocked(char* page) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  uintptr_t Cookie(const void* b) const { return reinterpret_cast<uintptr_t>(b) ^ salt_; }
+  bool IsFree(const void* b) const;
+  void MarkFree(void* b) const;
+  void MarkAllocated(void* b) const;
+  Cache* ThisThreadsCache();
+  Cache* FindThreadsCache();
+  void* AllocSlow(const WaitPolicy& policy, int* err, Cache* c);
+  bool FreeSlow(void* block, Cache* c);
+  void FlushLocked(Cache* c, size_t keep) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void FoldLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void DetachCache(Cache* c);
+  friend struct DmaThreadCaches;
+  friend Cache* LastCache();
 
   DmaPoolOptions options_;
   Mempool* pages_;
@@ -89,8 +117,17 @@ class DmaPool {
     FreeBlock* next;
   };
   FreeBlock* free_ ABSL_GUARDED_BY(mu_) = nullptr;
-  absl::btree_map<uintptr_t, Page> pages_by_addr_ ABSL_GUARDED_BY(mu_);
-  size_t active_ ABSL_GUARDED_BY(mu_) = 0;
+  absl::btree_map<uintptr_t, bool> pages_by_addr_ ABSL_GUARDED_BY(mu_);
+  const uint64_t id_;      // never reused: a thread's cache slot names the pool by it
+  const uintptr_t salt_;   // mixes the free-block cookie
+  size_t page_size_;
+  bool pow2_sizes_;  // block size and boundary are powers of two
+  std::atomic<bool> aligned_pages_{true};  // power-of-two pages, each on a multiple of its size
+  std::vector<Cache*> caches_ ABSL_GUARDED_BY(mu_);
+  // Counts made under mu_ (the list path); the caches keep their own and Fold adds them up.
+  uint64_t list_allocs_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t source_allocs_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t list_frees_ ABSL_GUARDED_BY(mu_) = 0;
   std::atomic<bool> have_free_{false};     // free_ != nullptr, readable without mu_
   std::atomic<int> page_waiters_{0};       // threads waiting in pages_ for a new page
   size_t total_ ABSL_GUARDED_BY(mu_) = 0;

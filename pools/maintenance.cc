@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "absl/synchronization/mutex.h"
+#include "pools/dma_pool.h"
 #include "pools/mempool.h"
 #include "pools/sys.h"
 
@@ -17,6 +18,7 @@ namespace {
 struct Registry {
   absl::Mutex mu;  // held while the maintenance thread works on a pool, and across fork
   std::vector<Mempool*> pools ABSL_GUARDED_BY(mu);
+  std::vector<DmaPool*> dma_pools ABSL_GUARDED_BY(mu);
   std::function<void()> hook;
   std::atomic<uint32_t> kick{0};
   std::atomic<bool> sleeping{false};  // the thread is (about to be) in FutexWait on `kick`
@@ -43,6 +45,7 @@ void* ThreadMain(void*) {
     {
       absl::MutexLock l(&r.mu);
       for (Mempool* p : r.pools) busy |= p->Maintain();
+      for (DmaPool* d : r.dma_pools) d->Fold();
     }
     if (r.hook) r.hook();
     if (busy) {
@@ -123,6 +126,21 @@ void UnregisterPool(Mempool* pool) {
   Registry& r = Reg();
   absl::MutexLock l(&r.mu);
   std::erase(r.pools, pool);
+}
+
+void RegisterDmaPool(DmaPool* pool) {
+  Registry& r = Reg();
+  {
+    absl::MutexLock l(&r.mu);
+    r.dma_pools.push_back(pool);
+  }
+  WakeMaintenance();  // so the figures keep up even when the caches never touch the shared list
+}
+
+void UnregisterDmaPool(DmaPool* pool) {
+  Registry& r = Reg();
+  absl::MutexLock l(&r.mu);
+  std::erase(r.dma_pools, pool);
 }
 
 void WakeMaintenance() {

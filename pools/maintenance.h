@@ -11,10 +11,15 @@
 namespace dmashim {
 
 class Mempool;
+class DmaPool;
 
 // Adds / removes a pool. Unregister waits until the maintenance thread is not working on it.
 void RegisterPool(Mempool* pool);
 void UnregisterPool(Mempool* pool);
+
+// Adds / removes a DmaPool whose per-thread counts are folded into its stats record every tick.
+void RegisterDmaPool(DmaPool* pool);
+void UnregisterDmaPool(DmaPool* pool);
 
 // Asks the maintenance thread to run soon (starting it if needed). Cheap; callable with a pool
 // lock held (it takes no pool lock and makes no allocation once the thread runs).
