@@ -139,7 +139,8 @@ void* Mempool::Finish(void* p, bool dirty) {
   return p;
 }
 
-void* Mempool::TrySource(size_t requested, int* err, bool* from_free, bool* dirty) {
+void* Mempool::TrySource(size_t requested, int* err, bool* from_free, bool* dirty,
+                         bool count_reserve) {
   *from_free = false;
   {
     FutexLockGuard l(&mu_);
@@ -147,6 +148,7 @@ void* Mempool::TrySource(size_t requested, int* err, bool* from_free, bool* dirt
     // would grow the pool past `max` and waste a page.
     if (void* p = TryFreeListLocked(requested, dirty)) {
       *from_free = true;
+      if (count_reserve) BumpLocked(stats_->alloc_reserve);
       return p;
     }
     if (options_.max != 0 && in_use_ + pending_ >= options_.max) {
@@ -211,6 +213,11 @@ void* Mempool::Alloc(size_t requested, const WaitPolicy& policy, int* err) {
   return Alloc(requested, policy, err, nullptr, nullptr);
 }
 
+void Mempool::CountServedByReserve() {
+  FutexLockGuard l(&mu_);
+  BumpLocked(stats_->alloc_reserve);
+}
+
 void Mempool::WakeWaiters() {
   FutexLockGuard l(&mu_);
   if (waiters_ == 0) return;
@@ -227,7 +234,7 @@ void* Mempool::Alloc(size_t requested, const WaitPolicy& policy, int* err,
     need_fill = !filled_ && reserve_ > 0;
     if (!need_fill) {
       if (void* p = TryFreeListLocked(requested, &dirty)) {
-        if (options_.record_stats) stats_->alloc_reserve.fetch_add(1, std::memory_order_relaxed);
+        if (options_.record_stats) BumpLocked(stats_->alloc_reserve);
         return Finish(p, dirty);
       }
     }
@@ -236,15 +243,14 @@ void* Mempool::Alloc(size_t requested, const WaitPolicy& policy, int* err,
     Prefill();
     FutexLockGuard l(&mu_);
     if (void* p = TryFreeListLocked(requested, &dirty)) {
-      stats_->alloc_reserve.fetch_add(1, std::memory_order_relaxed);
+      BumpLocked(stats_->alloc_reserve);
       return Finish(p, dirty);
     }
   }
   const uint64_t start_ns = MonotonicNs();
   bool from_free = false;
-  if (void* p = TrySource(requested, err, &from_free, &dirty)) {
-    (from_free ? stats_->alloc_reserve : stats_->alloc_source)
-        .fetch_add(1, std::memory_order_relaxed);
+  if (void* p = TrySource(requested, err, &from_free, &dirty, /*count_reserve=*/true)) {
+    if (!from_free) stats_->alloc_source.fetch_add(1, std::memory_order_relaxed);
     return Finish(p, dirty);
   }
   if (!IsShortage(*err)) {
@@ -301,7 +307,7 @@ void* Mempool::Wait(size_t requested, const WaitPolicy& policy, int* err, uint64
     if (now >= next_source_ns) {
       int serr = 0;
       bool from_free = false;
-      got = TrySource(requested, &serr, &from_free, &dirty);
+      got = TrySource(requested, &serr, &from_free, &dirty, /*count_reserve=*/false);
       if (got != nullptr) {
         FutexLockGuard l(&mu_);
         --waiters_;
@@ -369,7 +375,7 @@ bool Mempool::Free(void* element) {
     --in_use_;
     requested_bytes_ -= static_cast<int64_t>(it->second.requested);
     it->second.requested = 0;
-    if (options_.record_stats) stats_->frees.fetch_add(1, std::memory_order_relaxed);
+    if (options_.record_stats) BumpLocked(stats_->frees);
     if (!KeepOnFreeLocked()) {
       elements_.erase(it);
       then = Then::kRelease;

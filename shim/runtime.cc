@@ -323,7 +323,7 @@ Guarded Runtime::WaitLoop(PoolEntry* entry, size_t bytes, const WaitPolicy& poli
   // Release-and-retry: the pages the process set aside are handed back for this call.
   if (pool != nullptr && pool->ReleaseFree(need) > 0) {
     if (retry(ctx)) {
-      s->alloc_reserve.fetch_add(1, std::memory_order_relaxed);
+      pool->CountServedByReserve();
       return {true, 0};
     }
     first_err = errno;
