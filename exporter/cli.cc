@@ -157,6 +157,15 @@ int Run(int argc, char** argv) {
   }
   setenv("LD_PRELOAD", preload.c_str(), 1);
 
+  // Everything this run starts — forked and exec'd descendants too — carries the session, so the
+  // summary finds their segments.
+  char session[32];
+  timespec now;
+  clock_gettime(CLOCK_REALTIME, &now);
+  snprintf(session, sizeof session, "run-%d-%lld", static_cast<int>(getpid()),
+           static_cast<long long>(now.tv_sec) * 1000 + now.tv_nsec / 1'000'000);
+  setenv("DMASHIM_SESSION", session, 1);
+
   const Config cfg = LoadConfig(ProcessEnvironment(), false);
   const std::string run_dir = ResolveRunDir(cfg.run_dir);
   if (!run_dir.empty()) {
@@ -192,7 +201,7 @@ int Run(int argc, char** argv) {
   if (summary) {
     std::vector<Snapshot> mine;
     for (Snapshot& s : ReadAllSegments(run_dir)) {
-      if (s.pid == child) mine.push_back(std::move(s));
+      if (s.session == session) mine.push_back(std::move(s));
     }
     fputs(FormatSummary(mine).c_str(), stderr);
   }

@@ -65,6 +65,7 @@ absl::Status Interpret(SegmentFile& f, Snapshot& snap) {
   snap.comm = FixedString(p.comm, sizeof p.comm);
   snap.exe = FixedString(p.exe, sizeof p.exe);
   snap.cmdline = FixedString(p.cmdline, sizeof p.cmdline);
+  snap.session = FixedString(p.session, sizeof p.session);
   snap.exited = p.exited.load(std::memory_order_relaxed) != 0;
   snap.exit_unix_ns = p.exit_unix_ns.load(std::memory_order_relaxed);
 

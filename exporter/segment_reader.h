@@ -40,6 +40,7 @@ struct Snapshot {
   std::string comm;
   std::string exe;
   std::string cmdline;
+  std::string session;  // DMASHIM_SESSION, set by `dmashim run`
   bool exited = false;
   uint64_t exit_unix_ns = 0;
   uint64_t passthrough[static_cast<size_t>(PassCall::kCount)] = {};

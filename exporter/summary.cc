@@ -65,7 +65,7 @@ std::string FormatSummary(const std::vector<Snapshot>& snapshots) {
   std::string out;
   for (const Snapshot& snap : snapshots) {
     absl::StrAppendFormat(&out, "dmashim: pid %d (%s) %s\n", snap.pid, snap.comm,
-                          snap.exited ? "exited" : "running or killed");
+                          snap.exited ? "exited" : "running, killed, or ended without exit()");
     absl::StrAppendFormat(&out, "  %-14s %8s %8s %8s | %6s %7s %5s %6s | %9s %8s | %9s %6s %5s\n",
                           "pool", "source", "reserve", "waited", "fast", "timeout", "intr",
                           "source", "blocked_s", "max_wait", "reserve", "in_use", "peak");

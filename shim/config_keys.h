@@ -140,7 +140,10 @@ static_assert(kNumConfigKeys == static_cast<size_t>(KeyId::kCount),
               "every KeyId has exactly one row in kConfigKeys");
 
 // DMASHIM_* variables that are not configuration keys, so an override check does not flag them.
-inline constexpr const char* kNonKeyVariables[] = {"DMASHIM_CONFIG"};
+inline constexpr const char* kNonKeyVariables[] = {
+    "DMASHIM_CONFIG",    // the file itself
+    "DMASHIM_SESSION",   // set by `dmashim run` so its summary finds every process it started
+    "DMASHIM_LIBRARY"};  // where `dmashim run` finds libdmashim.so
 
 // The row of a key; rows are in KeyId order (checked by a test).
 inline const ConfigKey& KeyInfo(KeyId id) { return kConfigKeys[static_cast<size_t>(id)]; }

@@ -117,6 +117,10 @@ void FillProcessInfo(SegmentProcess* p) {
   for (ssize_t i = 0; i < n; ++i)
     if (p->cmdline[i] == '\0') p->cmdline[i] = ' ';
   while (n > 0 && p->cmdline[n - 1] == ' ') p->cmdline[--n] = '\0';
+  memset(p->session, 0, sizeof p->session);
+  if (const char* s = secure_getenv("DMASHIM_SESSION")) {  // nothing for setuid programs
+    for (size_t i = 0; i + 1 < sizeof p->session && s[i] != '\0'; ++i) p->session[i] = s[i];
+  }
 }
 
 // Opens the run directory, creating its last component 0700 if missing. Refuses a symlink (the
@@ -292,6 +296,7 @@ int StatsSegment::MapNew(const char* dir, bool at_fixed_address) {
   memcpy(f->process.comm, self.comm, sizeof self.comm);
   memcpy(f->process.exe, self.exe, sizeof self.exe);
   memcpy(f->process.cmdline, self.cmdline, sizeof self.cmdline);
+  memcpy(f->process.session, self.session, sizeof self.session);
   std::atomic_ref<uint64_t>(f->header.magic).store(kSegmentMagic, std::memory_order_release);
 
   int r = SysRenameNoReplace(dirfd, tmp, name);

@@ -30,13 +30,14 @@
 namespace dmashim {
 
 inline constexpr uint64_t kSegmentMagic = 0x31474553'4d48534dULL;  // "MSHMSEG1", little-endian
-inline constexpr uint32_t kSegmentVersion = 1;
+inline constexpr uint32_t kSegmentVersion = 2;
 inline constexpr uint32_t kSegmentPoolCapacity = 32;
 inline constexpr uint32_t kSegmentSiteCapacity = 256;
 inline constexpr uint32_t kSiteMaxPcs = 8;
 inline constexpr size_t kSegmentCommMax = 16;  // TASK_COMM_LEN
 inline constexpr size_t kSegmentExeMax = 256;  // a prefix of the path: enough to recognise it
 inline constexpr size_t kSegmentCmdlineMax = 256;
+inline constexpr size_t kSegmentSessionMax = 32;
 
 // Calls the shim passes straight to the kernel, counted by name. Append only (new entries before
 // kCount); the names below are the `call` label values.
@@ -81,6 +82,9 @@ struct SegmentProcess {
   char comm[kSegmentCommMax];  // NUL-terminated by the writer; readers terminate it anyway
   char exe[kSegmentExeMax];
   char cmdline[kSegmentCmdlineMax];  // arguments separated by spaces, truncated
+  // DMASHIM_SESSION of the process (set by `dmashim run` for everything it starts, so its summary
+  // finds forked and exec'd descendants too); empty when unset or in a setuid program.
+  char session[kSegmentSessionMax];
   std::atomic<uint32_t> exited;      // 1 once MarkExited() ran (normal exit); a crash leaves 0
   uint32_t reserved;
   std::atomic<uint64_t> exit_unix_ns;  // written before `exited`
