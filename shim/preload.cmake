@@ -1,7 +1,9 @@
 # libdmashim.so: the preloadable shim.
 add_library(dmashim SHARED
   ${CMAKE_CURRENT_LIST_DIR}/capi.cc
+  ${CMAKE_CURRENT_LIST_DIR}/cuda.cc
   ${CMAKE_CURRENT_LIST_DIR}/diag.cc
+  ${CMAKE_CURRENT_LIST_DIR}/ibverbs.cc
   ${CMAKE_CURRENT_LIST_DIR}/interpose.cc
   ${CMAKE_CURRENT_LIST_DIR}/real.cc
   ${CMAKE_CURRENT_LIST_DIR}/runtime.cc

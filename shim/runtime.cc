@@ -111,7 +111,16 @@ PoolEntry* Runtime::AddEntry(PoolConfig cfg) {
   entry->index = static_cast<int>(entries_.size());
   entry->stats = StatsStoreAddPool(cfg.name.c_str(), PoolKind::kMempool);
   entry->cfg = std::move(cfg);
-  if (entry->cfg.name != "default" || entry->index != 0) {
+  // CUDA and ibverbs pools are served by shim/cuda.cc and shim/ibverbs.cc, not by a Mempool.
+  const bool device = entry->index != 0 && (entry->cfg.match.call == CallFamily::kCuda ||
+                                            entry->cfg.match.call == CallFamily::kIbverbs);
+  if (device) {
+    if (entry->stats != nullptr) {
+      InitPoolStats(entry->stats, entry->cfg.name.c_str(), PoolKind::kMempool,
+                    static_cast<uint32_t>(entry->cfg.policy.mode), entry->cfg.element_size);
+      entry->stats->reserve_target.store(static_cast<int64_t>(entry->cfg.reserve));
+    }
+  } else if (entry->cfg.name != "default" || entry->index != 0) {
     MempoolOptions o;
     o.name = entry->cfg.name;
     o.source = SourceSpec{entry->cfg.source, entry->cfg.match.share == Share::kShared};
@@ -188,6 +197,17 @@ PoolEntry* Runtime::RoutePinned(const void* caller) {
       if (e->pool && e->cfg.match.call == CallFamily::kMlock && CallerMatches(e->cfg, caller)) {
         return e;
       }
+    }
+  }
+  return default_entry_;
+}
+
+PoolEntry* Runtime::RouteDevice(CallFamily call, const void* caller) {
+  for (int pass = 0; pass < 2; ++pass) {
+    for (size_t i = 1; i < entries_.size(); ++i) {
+      PoolEntry* e = entries_[i].get();
+      if (e->cfg.match.caller.empty() == (pass == 0)) continue;
+      if (e->cfg.match.call == call && CallerMatches(e->cfg, caller)) return e;
     }
   }
   return default_entry_;

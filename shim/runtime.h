@@ -82,6 +82,10 @@ class Runtime {
 
   // --- pinned ---
   PoolEntry* RoutePinned(const void* caller);
+  // The pool for a CUDA or ibverbs call (match.call = "cuda" / "ibverbs"), else the default
+  // record. Such pools hold no Mempool: shim/cuda.cc and shim/ibverbs.cc keep their own state and
+  // write the pool's stats record.
+  PoolEntry* RouteDevice(CallFamily call, const void* caller);
 
   // --- C API ---
   PoolEntry* FindPool(const char* name);
