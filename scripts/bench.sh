@@ -43,6 +43,7 @@ under_shim() {  # CONFIG OUT FILTER
 under_shim hit.toml shim-hit.json '.'
 under_shim hit-nostats.toml shim-nostats.json 'ShimHugeMapTouch'
 under_shim zero-none.toml shim-zero-none.json 'Sustained'
+under_shim eager.toml shim-eager.json 'Sustained'
 "$b/bench_exporter_scrape" --benchmark_repetitions=3 --benchmark_format=console \
   --benchmark_out_format=json --benchmark_out="$out/exporter.json" \
   --benchmark_filter=BM_Scrape1000x8 >/dev/null
