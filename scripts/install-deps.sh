@@ -11,6 +11,7 @@ packages=(
   python3-yaml chromium dpkg-dev
   postgresql
   libdpdk-dev
+  libibverbs-dev
   clang libclang-rt-14-dev
 )
 

@@ -149,11 +149,9 @@ DMASHIM_HOOK int ibv_dereg_mr(void* mr) {
       }
     }
   }
-  const uint64_t t0 = dmashim::MonotonicNs();
   const int rc = f(mr);  // rdma-core returns an errno value, 0 on success
   if (m.entry != nullptr) {
     if (rc == 0) {
-      m.entry->stats->source_ns.fetch_add(dmashim::MonotonicNs() - t0, std::memory_order_relaxed);
       m.entry->stats->frees.fetch_add(1, std::memory_order_relaxed);
       ib::Publish(m.entry, -1, -static_cast<int64_t>(m.len));
     } else {

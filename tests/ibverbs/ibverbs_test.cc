@@ -1,0 +1,154 @@
+// RDMA memory registration under the shim (issue 8), against the stand-in libibverbs
+// (tests/ibverbs/ibverbs_standin.c: mlock + 1 ms per registration, a byte budget, rdma-core's fork
+// behaviour). Guarded pass-through: same results as without the shim, registration time and
+// registered bytes in the pool's stats, the pool's mode when registration runs short, and no
+// MADV_DONTFORK added by the shim.
+#include <sys/stat.h>
+
+#include <cstdlib>
+#include <string>
+
+#include "gtest/gtest.h"
+#include "tests/shim/harness.h"
+
+namespace dmashim::testing {
+namespace {
+
+class IbverbsTest : public ::testing::Test {
+ protected:
+  RunResult Run(bool shim, std::vector<std::string> args, const std::string& toml = kPool,
+                std::map<std::string, std::string> env = {}) {
+    RunSpec spec;
+    spec.argv = {DMASHIM_TEST_IBV_PROG};
+    spec.argv.insert(spec.argv.end(), args.begin(), args.end());
+    spec.env = std::move(env);
+    if (shim) {
+      spec.preload = true;
+      spec.config = dir_.Write("dmashim.toml", toml);
+      spec.run_dir = dir_.path() + "/run" + std::to_string(runs_++);
+      mkdir(spec.run_dir.c_str(), 0700);
+      last_run_dir_ = spec.run_dir;
+    }
+    RunResult r = RunProgram(spec);
+    EXPECT_EQ(r.exit_code, 0) << r.err;
+    last_pid_ = r.kv["pid"];
+    r.kv.erase("pid");
+    return r;
+  }
+  // The pool `name` of the program's own segment (a fork child writes one of its own).
+  const PoolStats* Pool(const std::string& name) {
+    snaps_ = Segments(last_run_dir_);
+    if (!last_pid_.empty()) return FindPool(snaps_, std::atoi(last_pid_.c_str()), name);
+    if (snaps_.size() != 1) return nullptr;
+    for (const PoolStats* p : snaps_[0].pools) {
+      if (name == p->name) return p;
+    }
+    return nullptr;
+  }
+
+  static constexpr char kPool[] = R"(
+[pool.rdma]
+match = { call = "ibverbs" }
+mode  = "fail-fast"
+)";
+  TempDir dir_;
+  int runs_ = 0;
+  std::string last_run_dir_;
+  std::string last_pid_;
+  std::vector<Snapshot> snaps_;
+};
+
+TEST_F(IbverbsTest, RegistrationsPassThroughTimedAndCounted) {
+  RunResult plain = Run(false, {"reg", "4", "1048576"});
+  RunResult shim = Run(true, {"reg", "4", "1048576"});
+  EXPECT_EQ(plain.kv["registered"], "4");
+  EXPECT_EQ(plain.kv["lengths"], std::to_string(4 << 20));
+  EXPECT_EQ(shim.kv, plain.kv);  // every result, including reg_calls: one real call per ibv_reg_mr
+  const PoolStats* p = Pool("rdma");
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(Get(p->alloc_source), 4u);
+  EXPECT_EQ(Get(p->source_calls), 4u);
+  EXPECT_GE(Get(p->source_ns), 4u * 1'000'000);  // 1 ms per registration in the stand-in
+  EXPECT_EQ(Get(p->frees), 4u);
+  EXPECT_EQ(Get(p->in_use), 0);
+  EXPECT_EQ(Get(p->bytes_in_use), 0);
+  EXPECT_EQ(Get(p->high_water), 4);
+}
+
+TEST_F(IbverbsTest, RegisteredBytesAreReportedWhileHeld) {
+  RunResult r = Run(true, {"reg", "3", "2097152", "keep"});
+  EXPECT_EQ(r.kv["registered"], "3");
+  const PoolStats* p = Pool("rdma");
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(Get(p->in_use), 3);
+  EXPECT_EQ(Get(p->bytes_in_use), 3 * 2097152);
+}
+
+TEST_F(IbverbsTest, TheMacrosIova2PathIsSeenOnce) {
+  RunResult plain = Run(false, {"optional", "65536"});
+  RunResult shim = Run(true, {"optional", "65536"});
+  EXPECT_EQ(plain.kv["registered"], "1");
+  EXPECT_EQ(shim.kv, plain.kv);
+  const PoolStats* p = Pool("rdma");
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(Get(p->alloc_source), 1u);
+  EXPECT_EQ(Get(p->frees), 1u);
+}
+
+TEST_F(IbverbsTest, FailFastFailsWithTheErrnoAndIsCounted) {
+  const std::map<std::string, std::string> budget = {{"IBVERBS_STANDIN_MAX_BYTES", "2097152"}};
+  RunResult plain = Run(false, {"reg", "3", "1048576"}, kPool, budget);
+  RunResult shim = Run(true, {"reg", "3", "1048576"}, kPool, budget);
+  EXPECT_EQ(plain.kv["registered"], "2");
+  EXPECT_EQ(plain.kv["errno"], "ENOMEM");
+  EXPECT_EQ(shim.kv, plain.kv);
+  const PoolStats* p = Pool("rdma");
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(Get(p->fail_fast), 1u);
+  EXPECT_EQ(Get(p->alloc_source), 2u);
+}
+
+TEST_F(IbverbsTest, BlockModeWaitsForADeregistration) {
+  const std::map<std::string, std::string> budget = {{"IBVERBS_STANDIN_MAX_BYTES", "2097152"}};
+  RunResult plain = Run(false, {"wait", "1048576"}, kPool, budget);
+  EXPECT_EQ(plain.kv["third"], "0");
+  EXPECT_EQ(plain.kv["errno"], "ENOMEM");
+  constexpr char kBlock[] = R"(
+[pool.rdma]
+match          = { call = "ibverbs" }
+mode           = "block"
+retry_interval = "20ms"
+)";
+  RunResult shim = Run(true, {"wait", "1048576"}, kBlock, budget);
+  EXPECT_EQ(shim.kv["third"], "1") << shim.out << shim.err;
+  EXPECT_GE(std::strtoull(shim.kv["third_us"].c_str(), nullptr, 10), 80000u);
+  const PoolStats* p = Pool("rdma");
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(Get(p->alloc_waited), 1u);
+  EXPECT_EQ(Get(p->wait_count), 1u);
+}
+
+TEST_F(IbverbsTest, ForkBehaviourIsRdmaCoresNotTheShims) {
+  // No ibv_fork_init: the shim adds no MADV_DONTFORK; the child reads the registered buffers.
+  RunResult plain = Run(false, {"reg", "2", "65536"});
+  RunResult shim = Run(true, {"reg", "2", "65536"});
+  EXPECT_EQ(plain.kv["dontfork"], "0");
+  EXPECT_EQ(plain.kv["child_ok"], "1");
+  EXPECT_EQ(shim.kv, plain.kv);
+  // ibv_fork_init: rdma-core marks the ranges itself; same with and without the shim.
+  RunResult fplain = Run(false, {"reg", "2", "65536", "fork_init"});
+  RunResult fshim = Run(true, {"reg", "2", "65536", "fork_init"});
+  EXPECT_EQ(fplain.kv["dontfork"], "1");
+  EXPECT_EQ(fplain.kv["fork_status"], "1");  // IBV_FORK_ENABLED
+  EXPECT_EQ(fshim.kv, fplain.kv);
+  // IBV_FORK_UNNEEDED (the kernel copies pinned pages on fork): nothing is added by anyone.
+  const std::map<std::string, std::string> unneeded = {{"IBVERBS_STANDIN_FORK_UNNEEDED", "1"}};
+  RunResult uplain = Run(false, {"reg", "2", "65536", "fork_init"}, kPool, unneeded);
+  RunResult ushim = Run(true, {"reg", "2", "65536", "fork_init"}, kPool, unneeded);
+  EXPECT_EQ(uplain.kv["fork_status"], "2");
+  EXPECT_EQ(uplain.kv["dontfork"], "0");
+  EXPECT_EQ(ushim.kv, uplain.kv);
+}
+
+}  // namespace
+}  // namespace dmashim::testing
