@@ -75,7 +75,7 @@ void Runtime::Setup() {
   intercept_[static_cast<int>(Family::kIbverbs)] = config_.intercept_ibverbs;
 
   StatsStoreOpen(config_, static_cast<int>(config_.errors.size()));
-  SitesInit();  // call sites, watchdog, control requests (before any pool exists)
+  SitesInit(/*start_thread=*/!config_.pools.empty());  // call sites, watchdog, control requests (before any pool exists)
   // Registered before any pool exists, so in a fork child it runs before the pools' own handlers:
   // the child must have its own segment before the pools publish the child's figures.
   pthread_atfork(nullptr, nullptr, [] { StatsStoreForkChild(); });

@@ -194,13 +194,17 @@ void MaintenanceTick() {
 
 }  // namespace
 
-void SitesInit() {
+void SitesInit(bool start_thread) {
   uintptr_t probe = reinterpret_cast<uintptr_t>(&SitesInit);
   dl_iterate_phdr(FindSelf, &probe);
   uintptr_t warm[kSiteMaxPcs];
   Capture(warm);  // libunwind's first use sets up its caches: not on an application's slow path
   SetMaintenanceHook(MaintenanceTick);
-  if (StatsStoreSegment() != nullptr) WakeMaintenance();  // control requests need the thread
+  // Control requests (`dmashim ctl`) are served by the maintenance thread, so a process with pools
+  // gets it now. A process without pools gets no thread at all: an extra thread changes how the
+  // process drops privileges (glibc runs setuid/setgid in every thread, and per-thread
+  // PR_SET_KEEPCAPS then differs — `setpriv --reuid … --regid …` aborts with one).
+  if (start_thread && StatsStoreSegment() != nullptr) WakeMaintenance();
 }
 
 void SitesEvent(PoolEntry* entry, SlowPath what, uint64_t ns, int err) {

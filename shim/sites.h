@@ -20,7 +20,7 @@ struct PoolEntry;
 // own text (frames there are skipped), warms libunwind up, installs the maintenance hook, and
 // starts the maintenance thread when there is a segment (so control requests are answered).
 // Takes no pool lock; may allocate.
-void SitesInit();
+void SitesInit(bool start_thread);
 
 // A slow-path event of `entry` (PoolEntry of the runtime), on the allocating thread, outside every
 // pool lock. kWaitBegin must be followed by kWaitEnd on the same thread. Never throws; does not
