@@ -593,11 +593,17 @@ DMASHIM_HOOK int cudaHostUnregister(void* p) {
 DMASHIM_HOOK int cudaHostGetFlags(unsigned int* flags, void* p) {
   cu::Call c = cu::Enter(__builtin_return_address(0));
   if (c.real == nullptr || c.real->get_flags == nullptr) return cu::kErrorInitialization;
+  // The runtime's own answer comes first, so a pooled block reports exactly what the runtime says
+  // about its memory (with unified addressing it reports Mapped and drops Portable, whatever was
+  // asked). Only where it has none — a small block inside a registered page — does the pool
+  // answer with the flags the block was asked for.
+  const int rc = c.real->get_flags(flags, p);
+  if (rc == cu::kSuccess) return rc;
   if (c.rt != nullptr && flags != nullptr && cu::g_pools != nullptr) {
     ShimGuard guard;
     for (cu::CudaPool* cp : *cu::g_pools) {
       if (cp != nullptr && cp->GetFlags(p, flags)) return cu::kSuccess;
     }
   }
-  return c.real->get_flags(flags, p);
+  return rc;
 }
