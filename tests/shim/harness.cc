@@ -12,7 +12,9 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <algorithm>
 #include <filesystem>
+#include <map>
 #include <fstream>
 
 #include "absl/strings/match.h"
@@ -49,7 +51,41 @@ std::map<std::string, std::string> ParseKv(const std::string& out) {
   return kv;
 }
 
+bool EveryoneCanReach(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0 || (st.st_mode & S_IROTH) == 0) return false;
+  for (std::string dir = path; dir.size() > 1;) {
+    dir = dir.substr(0, std::max<size_t>(dir.rfind('/'), 1));
+    if (stat(dir.c_str(), &st) != 0 || (st.st_mode & S_IXOTH) == 0) return false;
+  }
+  return true;
+}
+
 }  // namespace
+
+std::string ReachableByEveryone(const std::string& path) {
+  if (path.empty() || path[0] != '/' || EveryoneCanReach(path)) return path;
+  static std::map<std::string, std::string>* copies = new std::map<std::string, std::string>;
+  static std::string* dir = [] {
+    char tmpl[] = "/tmp/dmashim-shared-XXXXXX";
+    auto* d = new std::string(mkdtemp(tmpl));
+    chmod(d->c_str(), 0755);
+    atexit([] {
+      std::error_code ec;
+      std::filesystem::remove_all(*dir, ec);
+    });
+    return d;
+  }();
+  auto it = copies->find(path);
+  if (it != copies->end()) return it->second;
+  const std::string to = *dir + "/" + std::to_string(copies->size()) + "-" +
+                         path.substr(path.rfind('/') + 1);
+  std::error_code ec;
+  std::filesystem::copy_file(path, to, std::filesystem::copy_options::overwrite_existing, ec);
+  chmod(to.c_str(), 0755);
+  (*copies)[path] = to;
+  return to;
+}
 
 TempDir::TempDir() {
   char tmpl[] = "/tmp/dmashim-test-XXXXXX";
@@ -68,7 +104,15 @@ std::string TempDir::Write(const std::string& name, const std::string& text) con
   return p;
 }
 
-Child::Child(const RunSpec& spec) {
+Child::Child(const RunSpec& spec_in) {
+  // Another user cannot reach a build tree inside a private directory (a CI clone under a 0700
+  // mktemp directory, /root): give it copies it can read.
+  RunSpec spec = spec_in;
+  std::string preload_path = ShimPath();
+  if (spec.uid != 0) {
+    spec.argv[0] = ReachableByEveryone(spec.argv[0]);
+    preload_path = ReachableByEveryone(preload_path);
+  }
   int in[2], out[2], err[2];
   if (pipe2(in, O_CLOEXEC) || pipe2(out, O_CLOEXEC) || pipe2(err, O_CLOEXEC)) abort();
   start_ms_ = NowMs();
@@ -80,7 +124,7 @@ Child::Child(const RunSpec& spec) {
     unsetenv("LD_PRELOAD");
     unsetenv("DMASHIM_CONFIG");
     unsetenv("DMASHIM_RUN_DIR");
-    if (spec.preload) setenv("LD_PRELOAD", ShimPath().c_str(), 1);
+    if (spec.preload) setenv("LD_PRELOAD", preload_path.c_str(), 1);
     if (!spec.config.empty()) setenv("DMASHIM_CONFIG", spec.config.c_str(), 1);
     if (!spec.run_dir.empty()) setenv("DMASHIM_RUN_DIR", spec.run_dir.c_str(), 1);
     for (const auto& [k, v] : spec.env) setenv(k.c_str(), v.c_str(), 1);

@@ -67,6 +67,10 @@ class Child {
 RunResult RunProgram(const RunSpec& spec);
 
 std::string ShimPath();
+
+// `path` itself when every user can read it (and reach it), else a copy that every user can: for
+// programs run as another user (RunSpec::uid), whose build tree may sit in a private directory.
+std::string ReachableByEveryone(const std::string& path);
 std::string ProbePath();
 
 // Every stats segment in `run_dir` (as dmashim-exporter reads them).
