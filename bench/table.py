@@ -87,7 +87,7 @@ def main(directory):
         per_call = pairwise(shim_pt, libc_pt, lambda s, l: (s - l) / 2)
         pct = pairwise(shim_pt, libc_pt, lambda s, l: (s / l - 1) * 100)
         row("3. pass-through: 4 KiB anon mmap+munmap, per call", f"{fmt_ns(statistics.median(shim_pt) / 2)}",
-            f"{fmt_ns(statistics.median(libc_pt) / 2)}", f"+{per_call:.1f} ns, {pct:+.1f} %",
+            f"{fmt_ns(statistics.median(libc_pt) / 2)}", f"{per_call:+.1f} ns, {pct:+.1f} %",
             "<= 20 ns, <= 3 %", per_call <= 20 and pct <= 3)
 
     for threads in (1, 2):
