@@ -62,8 +62,8 @@ static void* readahead_thread(void* arg) {
       atomic_fetch_add(&ra_ok, 1);
     } else {
       atomic_fetch_add(&ra_failed, 1);  /* optional work: skipped, not retried */
-      usleep(hold_us);
     }
+    usleep(hold_us);  /* read-ahead is paced: the page it just gave back is free for others */
   }
   return NULL;
 }

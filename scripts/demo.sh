@@ -18,12 +18,13 @@ if [[ $(id -u) -ne 0 ]]; then
 fi
 
 bash scripts/install-deps.sh >/dev/null
-cmake -S . -B "$build_dir" -G Ninja -DDMASHIM_BUILD_TESTS=OFF >/dev/null
+cmake -S . -B "$build_dir" -G Ninja >/dev/null  # builds only what the demo needs, below
 ninja -C "$build_dir" -j"${JOBS:-2}" dmashim dmashim-cli dmashim-exporter rx_ring hugepage_hog readahead >/dev/null
 
 nr=/proc/sys/vm/nr_hugepages
 old_pages=$(cat "$nr")
-trap 'echo "$old_pages" > "$nr"' EXIT
+run_dir=$(mktemp -d)  # this run's stats segments, apart from anything else on the machine
+trap 'echo "$old_pages" > "$nr"; rm -rf "$run_dir"' EXIT
 echo "$want_pages" > "$nr"
 echo "demo: node has $(cat /sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages) free 2 MiB huge pages"
 
@@ -34,10 +35,15 @@ echo "== 1. rx_ring without the shim (a hog takes every free huge page after 0.5
 echo
 echo "== 2. the same under dmashim (examples/rx_ring.toml: rx-buffers reserve 8, block; readahead fail-fast)"
 set +e
-"$build_dir/exporter/dmashim" run --config examples/rx_ring.toml --summary -- \
+DMASHIM_RUN_DIR=$run_dir "$build_dir/exporter/dmashim" run --config examples/rx_ring.toml --summary -- \
   "$bin/rx_ring" --hog "$bin/hugepage_hog"
 rc=$?
 set -e
+echo
+echo "== 3. what Prometheus scrapes from that run (dmashim-exporter --once over its stats segment)"
+"$build_dir/exporter/dmashim-exporter" --once --run-dir "$run_dir" |
+  grep -E '^dmashim_(allocations_total|failures_total\{[^}]*reason="fail_fast"|reserve_elements|high_water_elements)' |
+  grep -v 'pool="default"' || true
 echo
 if ((rc == 0)); then
   echo "demo: under the shim no RX allocation failed; read-ahead failures are counted in the summary above"

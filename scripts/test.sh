@@ -21,7 +21,7 @@ fi
 
 bash scripts/install-deps.sh
 
-cmake -S . -B "$build_dir" -G Ninja -DDMASHIM_WERROR=ON
+cmake -S . -B "$build_dir" -G Ninja -DDMASHIM_WERROR=ON -DDMASHIM_BUILD_TESTS=ON -DDMASHIM_BUILD_BENCH=ON
 ninja -C "$build_dir" -j"$jobs"
 
 # Reserve huge pages for the run; put the old value back however the script ends.
