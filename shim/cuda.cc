@@ -7,6 +7,9 @@
 
 #include <dlfcn.h>
 #include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <atomic>
@@ -130,6 +133,15 @@ const SysCalls* PageSysFor(unsigned flags) {
 
 constexpr size_t kDefaultSmallMax = size_t{64} << 10;
 constexpr size_t kSmallAlign = 64;
+// Large blocks from this size on are pinned by PinByRegister (write-combined ones still come from
+// cudaHostAlloc: a registration cannot give that).
+constexpr size_t kRegisterMin = size_t{4} << 20;
+constexpr size_t kRegisterChunk = size_t{1} << 30;  // one cudaHostRegister call at most
+constexpr size_t kPrefaultSlice = size_t{64} << 20;  // a thread faults in at least this much
+constexpr size_t kPrefaultThreads = 8;
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
 
 // Size classes: 8 steps per power of two (waste ≤ 12.5 %); whole 4 KiB pages for large blocks.
 size_t ClassOf(size_t s, bool large) {
@@ -150,6 +162,8 @@ uint64_t Key(size_t cls, unsigned flags) { return (static_cast<uint64_t>(cls) <<
 void Add(Counter& c, uint64_t v) { c.fetch_add(v, std::memory_order_relaxed); }
 
 class CudaPool {
+  struct Block;  // below: how one block was obtained and is held
+
  public:
   CudaPool(PoolEntry* e, const Real* real) : e_(e), s_(e->stats), real_(real) {
     small_max_ = e->cfg.match.size != 0 ? e->cfg.match.size : kDefaultSmallMax;
@@ -246,8 +260,7 @@ class CudaPool {
     if (b.dma != nullptr) {
       b.dma->Free(p);
     } else if (what == kReleased) {
-      Timed([&] { return real_->free_host(p); });
-      Add(s_->source_releases, 1);
+      ReleaseLarge(p, b);
     }
     return true;
   }
@@ -262,24 +275,88 @@ class CudaPool {
 
   // Hands every cached large block back to CUDA (release-and-retry). Returns how many.
   size_t ReleaseCached() {
-    std::vector<void*> out;
+    std::vector<std::pair<void*, Block>> out;
     {
       FutexLockGuard l(&mu_);
       for (auto& [key, list] : free_) {
         for (void* p : list) {
-          out.push_back(p);
-          blocks_.erase(reinterpret_cast<uintptr_t>(p));
+          auto it = blocks_.find(reinterpret_cast<uintptr_t>(p));
+          out.emplace_back(p, it->second);
+          blocks_.erase(it);
         }
         list.clear();
       }
       cached_ = 0;
       PublishLocked();
     }
-    for (void* p : out) {
-      Timed([&] { return real_->free_host(p); });
-      Add(s_->source_releases, 1);
-    }
+    for (auto& [p, b] : out) ReleaseLarge(p, b);
     return out.size();
+  }
+
+  // Gives a large block back: the runtime frees what it allocated; what PinByRegister pinned is
+  // unregistered chunk by chunk and unmapped.
+  void ReleaseLarge(void* p, const Block& b) {
+    if (b.registered) {
+      for (size_t off = 0; off < b.cls; off += kRegisterChunk) {
+        Timed([&] { return real_->unreg(static_cast<char*>(p) + off); });
+      }
+      dmashim::RealSysCalls().munmap(p, b.cls);
+    } else {
+      Timed([&] { return real_->free_host(p); });
+    }
+    Add(s_->source_releases, 1);
+  }
+
+  // Large requests that need no write-combining are pinned the way the field learned to pin big
+  // buffers (PyTorch, RMM, LMCache): map ordinary pages, fault them in from several threads at
+  // once, then cudaHostRegister them in chunks — rather than one cudaHostAlloc that faults and
+  // pins gigabytes serially while holding the driver's locks. Returns a CUDA error code.
+  int PinByRegister(void** out, size_t len, unsigned flags) {
+    const SysCalls& sys = dmashim::RealSysCalls();
+    void* m = sys.mmap(nullptr, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (m == MAP_FAILED) return kErrorMemoryAllocation;
+    const size_t slices = std::clamp<size_t>(len / kPrefaultSlice, 1, kPrefaultThreads);
+    const size_t per = (len / slices + 4095) & ~size_t{4095};
+    std::vector<pthread_t> threads;
+    struct Slice {
+      char* p;
+      size_t n;
+    };
+    std::vector<Slice> work;
+    for (size_t off = 0; off < len; off += per) work.push_back({static_cast<char*>(m) + off, std::min(per, len - off)});
+    auto populate = [](void* arg) -> void* {
+      auto* w = static_cast<Slice*>(arg);
+      if (dmashim::RealSysCalls().madvise(w->p, w->n, MADV_POPULATE_WRITE) != 0) {
+        for (size_t i = 0; i < w->n; i += 4096) w->p[i] = 0;  // older kernels: touch instead
+      }
+      return nullptr;
+    };
+    // Helper threads take no signals (the application's handlers expect its own threads).
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    for (size_t i = 1; i < work.size(); ++i) {
+      pthread_t t;
+      if (pthread_create(&t, nullptr, populate, &work[i]) == 0) threads.push_back(t);
+      else populate(&work[i]);
+    }
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+    populate(&work[0]);
+    for (pthread_t t : threads) pthread_join(t, nullptr);
+    const unsigned reg_flags = flags & 3;  // Portable and Mapped mean the same for a registration
+    for (size_t off = 0; off < len; off += kRegisterChunk) {
+      const int rc = real_->reg(static_cast<char*>(m) + off, std::min(kRegisterChunk, len - off),
+                                reg_flags);
+      if (rc != kSuccess) {
+        for (size_t undo = 0; undo < off; undo += kRegisterChunk) {
+          real_->unreg(static_cast<char*>(m) + undo);
+        }
+        sys.munmap(m, len);
+        return rc;
+      }
+    }
+    *out = m;
+    return kSuccess;
   }
 
   void NoteRegistered(void* p, size_t size) {
@@ -317,6 +394,7 @@ class CudaPool {
     unsigned flags = 0;
     DmaPool* dma = nullptr;  // small: the DmaPool it came from
     bool in_use = true;      // false: a large block held in the cache
+    bool registered = false;  // large, pinned by PinByRegister (unregister + munmap to free)
   };
 
   void TakeRegistrationTime() {
@@ -332,6 +410,7 @@ class CudaPool {
     *from_cache = false;
     void* p = nullptr;
     DmaPool* dma = nullptr;
+    bool via_register = false;
     {
       FutexLockGuard l(&mu_);
       if (e_->cfg.max != 0 && in_use_ + pending_ >= e_->cfg.max) {
@@ -366,10 +445,13 @@ class CudaPool {
         *rc = kErrorMemoryAllocation;
       }
     } else if (p == nullptr) {
-      *rc = Timed([&] { return real_->host_alloc(&p, cls, flags); });
-      if (*rc == kErrorMemoryAllocation && ReleaseCached() > 0) {
-        *rc = Timed([&] { return real_->host_alloc(&p, cls, flags); });
-      }
+      via_register = cls >= kRegisterMin && (flags & kHostAllocWriteCombined) == 0 &&
+                     real_->reg != nullptr && real_->unreg != nullptr;
+      auto pin = [&] {
+        return via_register ? PinByRegister(&p, cls, flags) : real_->host_alloc(&p, cls, flags);
+      };
+      *rc = Timed(pin);
+      if (*rc == kErrorMemoryAllocation && ReleaseCached() > 0) *rc = Timed(pin);
       if (*rc != kSuccess) p = nullptr;
     }
     FutexLockGuard l(&mu_);
@@ -384,6 +466,11 @@ class CudaPool {
     b.flags = flags;
     b.dma = small ? dma : nullptr;
     b.in_use = true;
+    if (small) {
+      b.registered = false;
+    } else if (!*from_cache) {
+      b.registered = via_register;  // a cached block keeps how it was pinned
+    }
     ++in_use_;
     bytes_ += cls;
     requested_ += size;

@@ -89,7 +89,9 @@ int Hold(int n, size_t size, unsigned f, bool free_them) {
   if (free_them) {
     for (void* p : ps) frees_ok &= cudaFreeHost(p) == 0;
   }
-  printf("held=%zu frees_ok=%d pins=%lu%s\n", ps.size(), frees_ok, cudart_standin_count("pins"),
+  printf("held=%zu frees_ok=%d pins=%lu host_alloc=%lu register=%lu unregister=%lu%s\n",
+         ps.size(), frees_ok, cudart_standin_count("pins"), cudart_standin_count("cudaHostAlloc"),
+         cudart_standin_count("cudaHostRegister"), cudart_standin_count("cudaHostUnregister"),
          line.c_str());
   return 0;
 }

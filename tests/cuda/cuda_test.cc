@@ -123,6 +123,27 @@ TEST_F(CudaTest, RoundingWasteIsSmallAndReported) {
   EXPECT_EQ(Get(q->bytes_in_use), 3 * 1024);
 }
 
+// Large blocks (4 MiB and up) are mapped, faulted in by several threads and registered, not
+// allocated by cudaHostAlloc — except write-combined ones, which only cudaHostAlloc can give.
+TEST_F(CudaTest, LargeBlocksArePinnedByRegistrationExceptWriteCombined) {
+  RunResult r = Run(true, {"hold", "2", "8388608", "0"}, kCachePool);
+  EXPECT_EQ(r.kv["held"], "2") << r.out << r.err;
+  EXPECT_EQ(r.kv["frees_ok"], "1");
+  EXPECT_EQ(r.kv["register"], "2");
+  EXPECT_EQ(r.kv["host_alloc"], "0");
+  EXPECT_EQ(r.kv["unregister"], "0");  // freed into the cache, still pinned
+  // Without a cache the frees give them back: unregistered (and unmapped) by the shim.
+  RunResult nocache = Run(true, {"hold", "2", "8388608", "0"},
+                          "[pool.gpu-staging]\nmatch = { call = \"cuda\" }\nkeep = 0\n");
+  EXPECT_EQ(nocache.kv["frees_ok"], "1") << nocache.out << nocache.err;
+  EXPECT_EQ(nocache.kv["register"], "2");
+  EXPECT_EQ(nocache.kv["unregister"], "2");
+  RunResult wc = Run(true, {"hold", "2", "8388608", "4"}, kCachePool);
+  EXPECT_EQ(wc.kv["held"], "2") << wc.out << wc.err;
+  EXPECT_EQ(wc.kv["host_alloc"], "2");
+  EXPECT_EQ(wc.kv["register"], "0");
+}
+
 TEST_F(CudaTest, FailFastReturnsMemoryAllocationAtMax) {
   constexpr char kMax[] = R"(
 [pool.gpu-staging]
