@@ -103,7 +103,6 @@ class DmaPool {
   void FoldLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void DetachCache(Cache* c);
   friend struct DmaThreadCaches;
-  friend Cache* LastCache();
 
   DmaPoolOptions options_;
   Mempool* pages_;

@@ -427,18 +427,6 @@ bool Mempool::Owns(const void* p) const {
   return elements_.contains(reinterpret_cast<uintptr_t>(p));
 }
 
-bool Mempool::OverlapsFree(const void* addr, size_t len) const {
-  const uintptr_t lo = reinterpret_cast<uintptr_t>(addr), hi = lo + len;
-  FutexLockGuard l(&mu_);
-  for (const auto* list : {&clean_, &dirty_}) {
-    for (void* p : *list) {
-      const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-      if (a < hi && lo < a + options_.element_size) return true;
-    }
-  }
-  return false;
-}
-
 bool Mempool::Forget(void* element) {
   FutexLockGuard l(&mu_);
   auto it = elements_.find(reinterpret_cast<uintptr_t>(element));

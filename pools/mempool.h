@@ -118,8 +118,6 @@ class Mempool {
 
   // True when `p` is the start of an element this pool holds (free or in use).
   bool Owns(const void* p) const;
-  // True when [addr, addr+len) overlaps an element this pool holds free.
-  bool OverlapsFree(const void* addr, size_t len) const;
 
   // The caller took ownership of an in-use element (partial munmap, mremap): the pool stops
   // tracking it and does not unmap it. The reserve is refilled later. Returns false if unknown.
