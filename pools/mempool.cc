@@ -13,23 +13,7 @@
 namespace dmashim {
 namespace {
 
-// Errors that mean "not now": waiting for memory to come back can fix them.
-bool IsShortage(int err) {
-  return err == ENOMEM || err == EAGAIN || err == ENOSPC || err == EPERM;
-}
-
 constexpr int64_t kNoTimeout = -1;
-
-// Claims a slot recording when this thread started waiting; returns the slot or -1.
-int ClaimWaiterSlot(PoolStats* s, uint64_t start_ns) {
-  for (size_t i = 0; i < kWaiterSlots; ++i) {
-    uint64_t zero = 0;
-    if (s->waiter_start_ns[i].compare_exchange_strong(zero, start_ns, std::memory_order_relaxed)) {
-      return static_cast<int>(i);
-    }
-  }
-  return -1;
-}
 
 }  // namespace
 
@@ -253,7 +237,7 @@ void* Mempool::Alloc(size_t requested, const WaitPolicy& policy, int* err,
     if (!from_free) stats_->alloc_source.fetch_add(1, std::memory_order_relaxed);
     return Finish(p, dirty);
   }
-  if (!IsShortage(*err)) {
+  if (!IsShortageErrno(*err)) {
     stats_->fail_source.fetch_add(1, std::memory_order_relaxed);
     Observe(SlowPath::kFailure, 0, *err);
     return nullptr;
@@ -280,8 +264,7 @@ void* Mempool::Wait(size_t requested, const WaitPolicy& policy, int* err, uint64
   const int64_t retry_max_ns = absl::ToInt64Nanoseconds(options_.retry_max);
   int64_t next_source_ns = static_cast<int64_t>(start_ns) + retry_ns;
 
-  stats_->blocked_now.fetch_add(1, std::memory_order_relaxed);
-  const int slot = ClaimWaiterSlot(stats_, start_ns);
+  const int slot = BeginWait(stats_, start_ns);
   {
     FutexLockGuard l(&mu_);
     ++waiters_;
@@ -313,7 +296,7 @@ void* Mempool::Wait(size_t requested, const WaitPolicy& policy, int* err, uint64
         --waiters_;
         break;
       }
-      if (!IsShortage(serr)) {
+      if (!IsShortageErrno(serr)) {
         fail = serr;
         stats_->fail_source.fetch_add(1, std::memory_order_relaxed);
         break;
@@ -342,10 +325,7 @@ void* Mempool::Wait(size_t requested, const WaitPolicy& policy, int* err, uint64
     // A wake-up this thread consumed but did not use goes to the next waiter.
     if (FreeCountLocked() > 0) WakeOneLocked(&wake);
   }
-  const uint64_t waited = MonotonicNs() - start_ns;
-  if (slot >= 0) stats_->waiter_start_ns[slot].store(0, std::memory_order_relaxed);
-  stats_->blocked_now.fetch_sub(1, std::memory_order_relaxed);
-  RecordWait(stats_, waited);
+  EndWait(stats_, slot, MonotonicNs() - start_ns);
   if (got == nullptr) {
     *err = fail;
     return nullptr;

@@ -12,6 +12,8 @@
 // waiting, or the pool would drop below `reserve`; otherwise back to the source.
 #pragma once
 
+#include <errno.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -43,6 +45,12 @@ enum class SlowPath : uint32_t {
 // locks of its own. Must not call back into the same pool.
 using SlowPathObserver = void (*)(void* ctx, const Mempool& pool, SlowPath what, uint64_t ns,
                                   int err);
+
+// Errors that mean "not now": waiting for memory to come back can fix them (huge pages taken,
+// a lock budget used up, hugetlbfs out of space). Any other error fails at once.
+inline bool IsShortageErrno(int e) {
+  return e == ENOMEM || e == EAGAIN || e == ENOSPC || e == EPERM;
+}
 
 struct MempoolOptions {
   std::string name;                 // at most kPoolNameMax - 1 bytes

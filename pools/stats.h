@@ -106,6 +106,27 @@ inline void RecordWait(PoolStats* s, uint64_t ns) {
   s->wait_sum_ns.fetch_add(ns, std::memory_order_relaxed);
 }
 
+// A thread starts waiting in the pool: counts it in blocked_now and records its start time in a
+// free waiter slot. Returns the slot, or -1 when all are taken (the wait still counts).
+inline int BeginWait(PoolStats* s, uint64_t start_ns) {
+  s->blocked_now.fetch_add(1, std::memory_order_relaxed);
+  for (size_t i = 0; i < kWaiterSlots; ++i) {
+    uint64_t zero = 0;
+    if (s->waiter_start_ns[i].compare_exchange_strong(zero, start_ns, std::memory_order_relaxed)) {
+      return static_cast<int>(i);
+    }
+  }
+  return -1;
+}
+
+// The matching end of BeginWait: frees the slot, uncounts the thread and records the wait of
+// `waited_ns` in the histogram.
+inline void EndWait(PoolStats* s, int slot, uint64_t waited_ns) {
+  if (slot >= 0) s->waiter_start_ns[slot].store(0, std::memory_order_relaxed);
+  s->blocked_now.fetch_sub(1, std::memory_order_relaxed);
+  RecordWait(s, waited_ns);
+}
+
 // Raises high_water to at least `v`.
 inline void RaiseHighWater(PoolStats* s, int64_t v) {
   int64_t cur = s->high_water.load(std::memory_order_relaxed);

@@ -322,14 +322,6 @@ void Runtime::OnMprotect(void* addr, size_t len, int prot) {
 }
 
 namespace {
-int ClaimSlot(PoolStats* s, uint64_t start) {
-  for (size_t i = 0; i < kWaiterSlots; ++i) {
-    uint64_t zero = 0;
-    if (s->waiter_start_ns[i].compare_exchange_strong(zero, start)) return static_cast<int>(i);
-  }
-  return -1;
-}
-
 // Sleeps up to ns; returns EINTR when a signal handler ran.
 int SleepNs(int64_t ns) {
   timespec ts{static_cast<time_t>(ns / 1'000'000'000), static_cast<long>(ns % 1'000'000'000)};
@@ -367,8 +359,7 @@ Guarded Runtime::WaitLoop(PoolEntry* entry, size_t bytes, const WaitPolicy& poli
           : -1;
   int64_t retry_ns = absl::ToInt64Nanoseconds(entry->cfg.retry_interval);
   const int64_t retry_max = absl::ToInt64Nanoseconds(entry->cfg.retry_max);
-  s->blocked_now.fetch_add(1, std::memory_order_relaxed);
-  const int slot = ClaimSlot(s, start);
+  const int slot = BeginWait(s, start);
   SitesEvent(entry, SlowPath::kWaitBegin, 0, 0);
   Guarded out{false, first_err};
   for (;;) {
@@ -399,10 +390,8 @@ Guarded Runtime::WaitLoop(PoolEntry* entry, size_t bytes, const WaitPolicy& poli
     }
     retry_ns = std::min(retry_ns * 2, retry_max);
   }
-  if (slot >= 0) s->waiter_start_ns[slot].store(0, std::memory_order_relaxed);
-  s->blocked_now.fetch_sub(1, std::memory_order_relaxed);
   const uint64_t waited = MonotonicNs() - start;
-  RecordWait(s, waited);
+  EndWait(s, slot, waited);
   SitesEvent(entry, SlowPath::kWaitEnd, waited, out.ok ? 0 : out.err);
   return out;
 }

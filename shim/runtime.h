@@ -129,8 +129,6 @@ class Runtime {
 // The calling thread's scope (dmashim_scope_begin); null when none.
 extern thread_local const WaitPolicy* t_scope_policy __attribute__((tls_model("initial-exec")));
 
-// Errors that waiting for memory can fix.
-inline bool IsShortageErrno(int e) { return e == ENOMEM || e == EAGAIN || e == ENOSPC || e == EPERM; }
 
 // Adapts a lambda to the C-style retry callback of WaitLoop.
 template <typename Call>
