@@ -34,6 +34,7 @@ Registry& Reg() {
 constexpr int64_t kTickNs = 100'000'000;
 constexpr int64_t kPollNs = 1'000'000;
 constexpr int kPollRounds = 200;  // 200 ms of polling after the last piece of work
+constexpr size_t kStackBytes = 256 << 10;
 
 void* ThreadMain(void*) {
   Registry& r = Reg();
@@ -78,6 +79,11 @@ void StartThread() {
   pthread_attr_t attr;
   pthread_attr_init(&attr);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+  // A small stack instead of glibc's default (RLIMIT_STACK, 8 MiB here): the thread's work is flat
+  // (pool upkeep, control requests, the watchdog line), and its stack is address space the
+  // application did not ask for — mlockall(MCL_CURRENT) is refused when the whole address space
+  // exceeds RLIMIT_MEMLOCK, and with CAP_IPC_LOCK it would pin all of it.
+  pthread_attr_setstacksize(&attr, kStackBytes);
   if (pthread_create(&t, &attr, ThreadMain, nullptr) == 0) {
     pthread_setname_np(t, "dmashim-maint");
   } else {

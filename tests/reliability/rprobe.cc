@@ -292,12 +292,14 @@ int MlockAll(size_t extra) {
     e0 = p == MAP_FAILED ? errno : (mlock(p, extra) ? errno : 0);
   }
   const long vm = VmKb("VmSize");
+  const long rss = VmKb("RssAnon");
   const int e1 = mlockall(MCL_CURRENT) ? errno : 0;
   const long locked = VmKb("VmLck");
   const int e2 = munlockall() ? errno : 0;
   const int e3 = mlockall(MCL_CURRENT | MCL_FUTURE) ? errno : 0;
   munlockall();
-  printf("vm_kb=%ld mlock=%s mlockall=%s locked_kb=%ld munlockall=%s mlockall_future=%s\n", vm,
+  printf("vm_kb=%ld rss_anon_kb=%ld mlock=%s mlockall=%s locked_kb=%ld munlockall=%s mlockall_future=%s\n",
+         vm, rss,
          e0 ? strerrorname_np(e0) : "0", e1 ? strerrorname_np(e1) : "0", locked,
          e2 ? strerrorname_np(e2) : "0", e3 ? strerrorname_np(e3) : "0");
   return 0;
