@@ -83,31 +83,6 @@ absl::StatusOr<std::unique_ptr<DmaPool>> DmaPool::Create(DmaPoolOptions o, Mempo
 }
 
 
-// One thread's cache for one pool. Only the owning thread touches `objs`, `count` and `pages`;
-// `allocs` and `frees` are written by it alone (plain stores) and read by Fold.
-struct DmaPool::Cache {
-  static constexpr uint32_t kCapacity = 64;
-  static constexpr uint32_t kBatch = 32;
-  std::atomic<DmaPool*> pool;  // null once the pool is destroyed
-  uint64_t pool_id;
-  uint32_t count = 0;
-  void* objs[kCapacity];
-  uintptr_t pages[4] = {};  // pages of this pool seen by this thread: Free needs no lock for them
-  uint32_t next_page = 0;
-  std::atomic<uint64_t> allocs{0};
-  std::atomic<uint64_t> frees{0};
-
-  bool KnowsPage(uintptr_t base) const {
-    return pages[0] == base || pages[1] == base || pages[2] == base || pages[3] == base;
-  }
-  void RememberPage(uintptr_t base) { pages[next_page++ & 3] = base; }
-  static void Bump(std::atomic<uint64_t>& c) {
-    c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-  }
-};
-
-extern thread_local DmaPool::Cache* t_last_cache __attribute__((tls_model("initial-exec")));
-
 namespace {
 std::atomic<uint64_t> g_next_pool_id{1};
 FutexLock g_cache_mu;  // orders a thread's exit against its pools' destruction
@@ -132,21 +107,21 @@ DmaThreadCaches::~DmaThreadCaches() {
       c = nullptr;
     }
   }
-  t_last_cache = nullptr;
+  DmaPool::t_dma_last_cache = nullptr;
 }
 thread_local DmaThreadCaches t_dma_caches;
 
 DmaPool::DmaPool(DmaPoolOptions options, Mempool* pages, PoolStats* stats, size_t block_size,
                  size_t boundary)
-    : options_(std::move(options)),
-      pages_(pages),
-      block_size_(block_size),
-      boundary_(boundary),
-      stats_(stats ? stats : &own_stats_),
-      id_(g_next_pool_id.fetch_add(1)),
+    : id_(g_next_pool_id.fetch_add(1)),
       salt_(0x9e3779b97f4a7c15ULL * (g_next_pool_id.load() | 1) ^ reinterpret_cast<uintptr_t>(this)),
       page_size_(pages->element_size()),
-      pow2_sizes_(IsPow2(block_size) && IsPow2(boundary)) {
+      block_size_(block_size),
+      boundary_(boundary),
+      pow2_sizes_(IsPow2(block_size) && IsPow2(boundary)),
+      options_(std::move(options)),
+      pages_(pages),
+      stats_(stats ? stats : &own_stats_) {
   InitPoolStats(stats_, options_.name.c_str(), PoolKind::kDmaPool,
                 static_cast<uint32_t>(pages_->policy().mode), block_size_);
   RegisterDmaPool(this);
@@ -187,23 +162,15 @@ uintptr_t DmaPool::PageOfLocked(uintptr_t p) const {
 }
 
 
-// Word 1 of a free block (after the link in word 0) holds the cookie; an allocated block has
-// anything there but, with odds of 2^-64, the cookie.
-bool DmaPool::IsFree(const void* b) const {
-  uintptr_t w;
-  memcpy(&w, static_cast<const char*>(b) + sizeof(void*), sizeof w);
-  return w == Cookie(b);
-}
-
-void DmaPool::MarkFree(void* b) const {
+void DmaPool::PoisonFree(void* b) const {
 #ifndef NDEBUG
   memset(b, kPoisonFree, block_size_);
+#else
+  (void)b;
 #endif
-  const uintptr_t c = Cookie(b);
-  memcpy(static_cast<char*>(b) + sizeof(void*), &c, sizeof c);
 }
 
-void DmaPool::MarkAllocated(void* b) const {
+void DmaPool::CheckPoisonAndMarkAllocated(void* b) const {
 #ifndef NDEBUG
   const auto* bytes = static_cast<const unsigned char*>(b);
   for (size_t i = 2 * sizeof(void*); i < block_size_; ++i) {
@@ -215,8 +182,7 @@ void DmaPool::MarkAllocated(void* b) const {
   }
   memset(b, kPoisonAllocated, block_size_);
 #else
-  const uintptr_t zero = 0;
-  memcpy(static_cast<char*>(b) + sizeof(void*), &zero, sizeof zero);
+  (void)b;
 #endif
 }
 
@@ -226,7 +192,7 @@ void DmaPool::CarveLocked(char* page) {
   // The lock-free free path finds a block's page by masking: only for naturally aligned pages of
   // a power-of-two size (2 MiB huge pages always are).
   if (!IsPow2(page_size_) || base % page_size_ != 0) {
-    aligned_pages_.store(false, std::memory_order_relaxed);
+    free_gate_.fetch_or(kUnaligned, std::memory_order_relaxed);
   }
   // Push in descending address order so the free list hands blocks out ascending.
   size_t count = 0;
@@ -247,15 +213,15 @@ void DmaPool::CarveLocked(char* page) {
   stats_->dma_pages.store(static_cast<int64_t>(pages_by_addr_.size()), std::memory_order_relaxed);
 }
 
-// The cache this thread used last: one TLS load and a compare on the fast path (the slot array
-// above has a destructor, so touching it goes through the C++ TLS wrapper every time).
-thread_local DmaPool::Cache* t_last_cache __attribute__((tls_model("initial-exec"))) = nullptr;
+// The slot array above has a destructor, so touching it goes through the C++ TLS wrapper every
+// time; the fast paths read this plain pointer instead.
+thread_local DmaPool::Cache* DmaPool::t_dma_last_cache = nullptr;
 
 DmaPool::Cache* DmaPool::ThisThreadsCache() {
-  Cache* last = t_last_cache;
+  Cache* last = DmaPool::t_dma_last_cache;
   if (last != nullptr && last->pool_id == id_) return last;
   last = FindThreadsCache();
-  t_last_cache = last;
+  DmaPool::t_dma_last_cache = last;
   return last;
 }
 
@@ -270,7 +236,7 @@ DmaPool::Cache* DmaPool::FindThreadsCache() {
     }
     if (c->pool_id == id_) return c;
     if (c->pool.load(std::memory_order_acquire) == nullptr) {  // its pool is gone: reuse the slot
-      if (t_last_cache == c) t_last_cache = nullptr;
+      if (DmaPool::t_dma_last_cache == c) DmaPool::t_dma_last_cache = nullptr;
       delete c;
       tc.slots[i] = nullptr;
       if (empty < 0) empty = i;
@@ -288,17 +254,15 @@ DmaPool::Cache* DmaPool::FindThreadsCache() {
   return c;
 }
 
-void* DmaPool::Alloc(int* err) { return Alloc(pages_->policy(), err); }
-
-void* DmaPool::Alloc(const WaitPolicy& policy, int* err) {
+void* DmaPool::AllocOutOfLine(const WaitPolicy* policy, int* err) {
   Cache* c = ThisThreadsCache();
-  if (c != nullptr && c->count > 0) {  // the fast path: no lock, no shared write
+  if (c != nullptr && c->count > 0) {  // the cache, found now (another pool's was the last used)
     void* b = c->objs[--c->count];
     MarkAllocated(b);
     Cache::Bump(c->allocs);
     return b;
   }
-  return AllocSlow(policy, err, c);
+  return AllocSlow(policy != nullptr ? *policy : pages_->policy(), err, c);
 }
 
 void* DmaPool::AllocSlow(const WaitPolicy& policy, int* err, Cache* c) {
@@ -306,7 +270,7 @@ void* DmaPool::AllocSlow(const WaitPolicy& policy, int* err, Cache* c) {
   FutexLockGuard l(&mu_);
   while (free_ == nullptr) {
     // Wait for a page in the mempool — but a block freed here meanwhile ends that wait.
-    page_waiters_.fetch_add(1, std::memory_order_acq_rel);
+    free_gate_.fetch_add(1, std::memory_order_acq_rel);
     mu_.Unlock();
     void* page = pages_->Alloc(
         page_size_, policy, err,
@@ -315,7 +279,7 @@ void* DmaPool::AllocSlow(const WaitPolicy& policy, int* err, Cache* c) {
         },
         this);
     mu_.Lock();
-    page_waiters_.fetch_sub(1, std::memory_order_acq_rel);
+    free_gate_.fetch_sub(1, std::memory_order_acq_rel);
     if (page == nullptr && *err == EALREADY) continue;  // a block came back: take it
     if (page == nullptr) {
       Counter& reason = *err == EINTR                    ? stats_->fail_interrupted
@@ -345,16 +309,12 @@ void* DmaPool::AllocSlow(const WaitPolicy& policy, int* err, Cache* c) {
   return b;
 }
 
-bool DmaPool::Free(void* block) {
+bool DmaPool::FreeOutOfLine(void* block) {
   Cache* c = ThisThreadsCache();
   const uintptr_t p = reinterpret_cast<uintptr_t>(block);
   // A thread waiting for a page must see this block: then it goes to the shared list.
-  if (c == nullptr || !aligned_pages_.load(std::memory_order_relaxed) ||
-      page_waiters_.load(std::memory_order_relaxed) > 0) {
-    return FreeSlow(block, c);
-  }
-  // A page this thread has seen is this pool's (pages are never returned before the pool dies);
-  // anything else is checked under the lock.
+  if (c == nullptr || free_gate_.load(std::memory_order_relaxed) != 0) return FreeSlow(block, c);
+  // A page this thread has seen is this pool's; anything else is checked under the lock.
   const uintptr_t base = p & ~(page_size_ - 1);
   if (!c->KnowsPage(base)) return FreeSlow(block, c);
   if (!IsBlockOffset(p - base) || IsFree(block)) return false;  // not a block, or a double free
@@ -374,8 +334,7 @@ bool DmaPool::FreeSlow(void* block, Cache* c) {
   const uintptr_t base = PageOfLocked(p);
   if (base == 0 || !IsBlockOffset(p - base) || IsFree(block)) return false;
   MarkFree(block);
-  if (c != nullptr && aligned_pages_.load(std::memory_order_relaxed) &&
-      page_waiters_.load(std::memory_order_acquire) == 0) {
+  if (c != nullptr && free_gate_.load(std::memory_order_acquire) == 0) {
     c->RememberPage(base);
     if (c->count == Cache::kCapacity) FlushLocked(c, Cache::kBatch);
     c->objs[c->count++] = block;
@@ -388,7 +347,7 @@ bool DmaPool::FreeSlow(void* block, Cache* c) {
     ++list_frees_;
   }
   FoldLocked();
-  if (page_waiters_.load(std::memory_order_acquire) > 0) pages_->WakeWaiters();
+  if (page_waiters() > 0) pages_->WakeWaiters();
   return true;
 }
 
@@ -399,7 +358,7 @@ void DmaPool::FlushLocked(Cache* c, size_t keep) {
     free_ = b;
   }
   have_free_.store(free_ != nullptr, std::memory_order_release);
-  if (page_waiters_.load(std::memory_order_acquire) > 0) pages_->WakeWaiters();
+  if (page_waiters() > 0) pages_->WakeWaiters();
 }
 
 void DmaPool::FoldLocked() const {

@@ -6,6 +6,8 @@
 // device may still address a block's page after the last block on it is freed.
 #pragma once
 
+#include <string.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -54,12 +56,35 @@ class DmaPool {
   // O(1) from the pool's free list. When it is empty a page is taken from the Mempool with
   // `policy` (default: the Mempool's), so this may block exactly as Mempool::Alloc does and fails
   // as it does (nullptr, *err = ENOMEM / EINTR / the source's errno).
-  void* Alloc(int* err);
-  void* Alloc(const WaitPolicy& policy, int* err);
+  void* Alloc(int* err) {
+    if (void* b = AllocFromCache()) return b;
+    return AllocOutOfLine(nullptr, err);
+  }
+  void* Alloc(const WaitPolicy& policy, int* err) {
+    if (void* b = AllocFromCache()) return b;
+    return AllocOutOfLine(&policy, err);
+  }
 
   // O(1). Returns false (and does nothing) for a pointer that is not a block of this pool, or one
   // that is already free (a double free).
-  bool Free(void* block);
+  bool Free(void* block) {
+    // The fast path, inline like DPDK's rte_mempool_put: this thread's cache for this pool, a
+    // page it has seen (pages are never returned before the pool dies, so it is this pool's), no
+    // thread waiting for a page (it must see the block: then it goes to the shared list), room in
+    // the cache. Anything else takes the out-of-line path, which checks under the lock.
+    Cache* c = t_dma_last_cache;
+    const uintptr_t p = reinterpret_cast<uintptr_t>(block);
+    const uintptr_t base = p & ~(page_size_ - 1);
+    if (c != nullptr && c->pool_id == id_ && free_gate_.load(std::memory_order_relaxed) == 0 &&
+        c->KnowsPage(base) && c->count < Cache::kCapacity) [[likely]] {
+      if (!IsBlockOffset(p - base) || IsFree(block)) return false;  // not a block, or a double free
+      MarkFree(block);
+      c->objs[c->count++] = block;
+      Cache::Bump(c->frees);
+      return true;
+    }
+    return FreeOutOfLine(block);
+  }
 
   // The figures and the stats record, with the per-thread caches folded in first.
   DmaPoolInfo info() const;
@@ -74,7 +99,31 @@ class DmaPool {
   // Per-thread caches: like DPDK's per-lcore mempool cache, a thread allocates from and frees to a
   // small stack of its own without locks or shared writes, and trades blocks with the pool's list in
   // batches. A free block is recognised by a cookie in its second word (a double free is refused).
-  struct Cache;
+  // Only the owning thread touches `objs`, `count` and `pages`; `allocs` and `frees` are written by
+  // it alone (plain stores) and read by Fold.
+  struct Cache {
+    static constexpr uint32_t kCapacity = 64;
+    static constexpr uint32_t kBatch = 32;
+    std::atomic<DmaPool*> pool;  // null once the pool is destroyed
+    uint64_t pool_id;
+    uint32_t count = 0;
+    void* objs[kCapacity];
+    uintptr_t pages[4] = {};  // pages of this pool seen by this thread: Free needs no lock for them
+    uint32_t next_page = 0;
+    std::atomic<uint64_t> allocs{0};
+    std::atomic<uint64_t> frees{0};
+
+    bool KnowsPage(uintptr_t base) const {
+      return pages[0] == base || pages[1] == base || pages[2] == base || pages[3] == base;
+    }
+    void RememberPage(uintptr_t base) { pages[next_page++ & 3] = base; }
+    static void Bump(std::atomic<uint64_t>& c) {
+      c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    }
+  };
+  // The cache the calling thread used last (of whichever pool): one TLS load and a compare on the
+  // fast paths.
+  static thread_local Cache* t_dma_last_cache __attribute__((tls_model("initial-exec")));
 
  private:
   DmaPool(DmaPoolOptions options, Mempool* pages, PoolStats* stats, size_t block_size,
@@ -92,9 +141,44 @@ class DmaPool {
   }
   void CarveLocked(char* page) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   uintptr_t Cookie(const void* b) const { return reinterpret_cast<uintptr_t>(b) ^ salt_; }
-  bool IsFree(const void* b) const;
-  void MarkFree(void* b) const;
-  void MarkAllocated(void* b) const;
+  // Word 1 of a free block (after the link in word 0) holds the cookie; an allocated block has
+  // anything there but, with odds of 2^-64, the cookie.
+  bool IsFree(const void* b) const {
+    uintptr_t w;
+    memcpy(&w, static_cast<const char*>(b) + sizeof(void*), sizeof w);
+    return w == Cookie(b);
+  }
+  void MarkFree(void* b) const {
+#ifndef NDEBUG
+    PoisonFree(b);
+#endif
+    const uintptr_t c = Cookie(b);
+    memcpy(static_cast<char*>(b) + sizeof(void*), &c, sizeof c);
+  }
+  void MarkAllocated(void* b) const {
+#ifndef NDEBUG
+    CheckPoisonAndMarkAllocated(b);  // a free block written to is reported; poisons it
+#else
+    const uintptr_t zero = 0;
+    memcpy(static_cast<char*>(b) + sizeof(void*), &zero, sizeof zero);
+#endif
+  }
+  void PoisonFree(void* b) const;
+  void CheckPoisonAndMarkAllocated(void* b) const;
+  // The allocation fast path: a block from this thread's cache for this pool, or nullptr.
+  void* AllocFromCache() {
+    Cache* c = t_dma_last_cache;
+    if (c != nullptr && c->pool_id == id_ && c->count > 0) [[likely]] {
+      void* b = c->objs[--c->count];
+      MarkAllocated(b);
+      Cache::Bump(c->allocs);
+      return b;
+    }
+    return nullptr;
+  }
+  void* AllocOutOfLine(const WaitPolicy* policy, int* err);  // null policy: the Mempool's
+  bool FreeOutOfLine(void* block);
+  uint32_t page_waiters() const { return free_gate_.load(std::memory_order_acquire) & kWaiterMask; }
   Cache* ThisThreadsCache();
   Cache* FindThreadsCache();
   void* AllocSlow(const WaitPolicy& policy, int* err, Cache* c);
@@ -104,10 +188,22 @@ class DmaPool {
   void DetachCache(Cache* c);
   friend struct DmaThreadCaches;
 
-  DmaPoolOptions options_;
-  Mempool* pages_;
+  // Read on every fast-path call: together, ahead of the rest.
+  const uint64_t id_;      // never reused: a thread's cache slot names the pool by it
+  const uintptr_t salt_;   // mixes the free-block cookie
+  size_t page_size_;
   size_t block_size_;
   size_t boundary_;
+  bool pow2_sizes_;  // block size and boundary are powers of two
+  // Zero when frees may take the fast path. Low bits: threads waiting in pages_ for a new page;
+  // kUnaligned: some page is not a naturally aligned power of two (a block's page cannot be found
+  // by masking).
+  static constexpr uint32_t kUnaligned = 1u << 31;
+  static constexpr uint32_t kWaiterMask = kUnaligned - 1;
+  std::atomic<uint32_t> free_gate_{0};
+
+  DmaPoolOptions options_;
+  Mempool* pages_;
   PoolStats own_stats_;
   PoolStats* stats_;
 
@@ -117,18 +213,12 @@ class DmaPool {
   };
   FreeBlock* free_ ABSL_GUARDED_BY(mu_) = nullptr;
   absl::btree_map<uintptr_t, bool> pages_by_addr_ ABSL_GUARDED_BY(mu_);
-  const uint64_t id_;      // never reused: a thread's cache slot names the pool by it
-  const uintptr_t salt_;   // mixes the free-block cookie
-  size_t page_size_;
-  bool pow2_sizes_;  // block size and boundary are powers of two
-  std::atomic<bool> aligned_pages_{true};  // power-of-two pages, each on a multiple of its size
   std::vector<Cache*> caches_ ABSL_GUARDED_BY(mu_);
   // Counts made under mu_ (the list path); the caches keep their own and Fold adds them up.
   uint64_t list_allocs_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t source_allocs_ ABSL_GUARDED_BY(mu_) = 0;
   uint64_t list_frees_ ABSL_GUARDED_BY(mu_) = 0;
   std::atomic<bool> have_free_{false};     // free_ != nullptr, readable without mu_
-  std::atomic<int> page_waiters_{0};       // threads waiting in pages_ for a new page
   size_t total_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
