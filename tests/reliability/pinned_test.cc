@@ -11,30 +11,11 @@
 namespace dmashim::testing {
 namespace {
 
-constexpr uid_t kNobody = 65534;
-constexpr uint64_t kLimit = 8 << 20;
-
 class PinnedMlockall : public ::testing::Test {
  protected:
   RunResult Run(bool shim) {
-    RunSpec spec;
-    spec.argv = {RprobePath(), "mlockall", "1048576"};  // mlock 1 MiB of its own first
-    spec.uid = kNobody;
-    spec.memlock_bytes = kLimit;
-    if (shim) {
-      spec.preload = true;
-      spec.config = dir_.Write("dmashim.toml", R"(
-[pool.pinned]
-match    = { call = "mlock", size = "1MiB" }
-reserve  = 4
-prefault = "startup"
-mode     = "fail-fast"
-)");
-      spec.run_dir = dir_.path() + "/run";
-      mkdir(spec.run_dir.c_str(), 0700);
-      EXPECT_EQ(chown(spec.run_dir.c_str(), kNobody, kNobody), 0);
-    }
-    RunResult r = RunProgram(spec);
+    // rprobe mlocks 1 MiB of its own first.
+    RunResult r = RunProgram(PinnedAsNobody(dir_, {RprobePath(), "mlockall", "1048576"}, shim));
     snaps_ = Segments(dir_.path() + "/run");
     return r;
   }
@@ -89,7 +70,7 @@ TEST_F(PinnedMlockall, FailuresCarryTheKernelsErrnoAndAreCountedExactly) {
     EXPECT_TRUE(e == "0" || e == "ENOMEM") << k << "=" << e;  // the kernel's answer, nothing else
     failed += e != "0";
   }
-  if (std::stol(r.kv["vm_kb"]) * 1024 > static_cast<long>(kLimit)) {
+  if (std::stol(r.kv["vm_kb"]) * 1024 > static_cast<long>(kPinnedMemlockLimit)) {
     EXPECT_EQ(failed, 2) << "total_vm above the limit: the kernel refuses mlockall";
   }
   EXPECT_EQ(Get(p->fail_fast), static_cast<uint64_t>(failed));

@@ -1,5 +1,6 @@
 #include "tests/shim/harness.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -193,6 +194,29 @@ RunResult Child::Wait() {
   r.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
   r.kv = ParseKv(r.out);
   return r;
+}
+
+RunSpec PinnedAsNobody(const TempDir& dir, std::vector<std::string> argv, bool shim) {
+  RunSpec spec;
+  spec.argv = std::move(argv);
+  spec.uid = kPinnedUid;
+  spec.memlock_bytes = kPinnedMemlockLimit;
+  if (shim) {
+    spec.preload = true;
+    spec.config = dir.Write("dmashim.toml", R"(
+[pool.pinned]
+match    = { call = "mlock", size = "1MiB" }
+reserve  = 4
+prefault = "startup"
+mode     = "fail-fast"
+)");
+    spec.run_dir = dir.path() + "/run";
+    mkdir(spec.run_dir.c_str(), 0700);
+    if (chown(spec.run_dir.c_str(), kPinnedUid, kPinnedUid) != 0) {
+      fprintf(stderr, "harness: chown %s: %s\n", spec.run_dir.c_str(), strerror(errno));
+    }
+  }
+  return spec;
 }
 
 RunResult RunProgram(const RunSpec& spec) { return Child(spec).Wait(); }

@@ -66,6 +66,14 @@ class Child {
 
 RunResult RunProgram(const RunSpec& spec);
 
+// Pinned memory as an unprivileged user: root has CAP_IPC_LOCK and bypasses RLIMIT_MEMLOCK, so
+// `argv` runs as nobody with an 8 MiB limit (this machine's hard limit). With `shim`, preloaded
+// with a fail-fast pinned pool ("pinned": mlock calls of 1 MiB) holding 4 MiB of that budget from
+// start-up; its run directory is dir.path()/run, owned by nobody.
+inline constexpr uid_t kPinnedUid = 65534;
+inline constexpr uint64_t kPinnedMemlockLimit = 8 << 20;
+RunSpec PinnedAsNobody(const TempDir& dir, std::vector<std::string> argv, bool shim);
+
 std::string ShimPath();
 
 // `path` itself when every user can read it (and reach it), else a copy that every user can: for

@@ -11,31 +11,12 @@
 namespace dmashim::testing {
 namespace {
 
-constexpr uid_t kNobody = 65534;
-constexpr uint64_t kLimit = 8 << 20;
-
 class PinnedTest : public ::testing::Test {
  protected:
   RunResult Run(bool shim, std::vector<std::string> sizes) {
-    RunSpec spec;
-    spec.argv = {ProbePath(), "mlock"};
-    spec.argv.insert(spec.argv.end(), sizes.begin(), sizes.end());
-    spec.uid = kNobody;
-    spec.memlock_bytes = kLimit;
-    if (shim) {
-      spec.preload = true;
-      spec.config = dir_.Write("dmashim.toml", R"(
-[pool.pinned]
-match    = { call = "mlock", size = "1MiB" }
-reserve  = 4
-prefault = "startup"
-mode     = "fail-fast"
-)");
-      spec.run_dir = dir_.path() + "/run";
-      mkdir(spec.run_dir.c_str(), 0700);
-      EXPECT_EQ(chown(spec.run_dir.c_str(), kNobody, kNobody), 0);
-    }
-    return RunProgram(spec);
+    std::vector<std::string> argv = {ProbePath(), "mlock"};
+    argv.insert(argv.end(), sizes.begin(), sizes.end());
+    return RunProgram(PinnedAsNobody(dir_, std::move(argv), shim));
   }
 
   const PoolStats* Pool() {
