@@ -20,38 +20,17 @@ class CudaTest : public ::testing::Test {
  protected:
   RunResult Run(bool shim, std::vector<std::string> args, const std::string& pool_toml = "",
                 std::map<std::string, std::string> env = {}) {
-    RunSpec spec;
-    spec.argv = {LoopPath()};
-    spec.argv.insert(spec.argv.end(), args.begin(), args.end());
-    spec.env = std::move(env);
-    if (shim) {
-      spec.preload = true;
-      spec.config = dir_.Write("dmashim.toml", pool_toml);
-      spec.run_dir = dir_.path() + "/run" + std::to_string(runs_++);
-      mkdir(spec.run_dir.c_str(), 0700);
-      last_run_dir_ = spec.run_dir;
-    }
-    RunResult r = RunProgram(spec);
+    RunResult r = runs_.Run(LoopPath(), shim, std::move(args), pool_toml, std::move(env));
     EXPECT_EQ(r.exit_code, 0) << r.err;
     return r;
   }
 
   // The pool `name` in the last shim run's segment.
-  const PoolStats* Pool(const std::string& name) {
-    snaps_ = Segments(last_run_dir_);
-    if (snaps_.size() != 1) return nullptr;
-    for (const PoolStats* p : snaps_[0].pools) {
-      if (name == p->name) return p;
-    }
-    return nullptr;
-  }
+  const PoolStats* Pool(const std::string& name) { return runs_.Pool(name); }
 
   static uint64_t U(RunResult& r, const char* k) { return std::strtoull(r.kv[k].c_str(), nullptr, 10); }
 
-  TempDir dir_;
-  int runs_ = 0;
-  std::string last_run_dir_;
-  std::vector<Snapshot> snaps_;
+  ShimRuns runs_;
 };
 
 constexpr char kCachePool[] = R"(

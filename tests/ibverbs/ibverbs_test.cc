@@ -18,44 +18,22 @@ class IbverbsTest : public ::testing::Test {
  protected:
   RunResult Run(bool shim, std::vector<std::string> args, const std::string& toml = kPool,
                 std::map<std::string, std::string> env = {}) {
-    RunSpec spec;
-    spec.argv = {DMASHIM_TEST_IBV_PROG};
-    spec.argv.insert(spec.argv.end(), args.begin(), args.end());
-    spec.env = std::move(env);
-    if (shim) {
-      spec.preload = true;
-      spec.config = dir_.Write("dmashim.toml", toml);
-      spec.run_dir = dir_.path() + "/run" + std::to_string(runs_++);
-      mkdir(spec.run_dir.c_str(), 0700);
-      last_run_dir_ = spec.run_dir;
-    }
-    RunResult r = RunProgram(spec);
+    RunResult r = runs_.Run(DMASHIM_TEST_IBV_PROG, shim, std::move(args), toml, std::move(env));
     EXPECT_EQ(r.exit_code, 0) << r.err;
-    last_pid_ = r.kv["pid"];
+    last_pid_ = std::atoi(r.kv["pid"].c_str());
     r.kv.erase("pid");
     return r;
   }
   // The pool `name` of the program's own segment (a fork child writes one of its own).
-  const PoolStats* Pool(const std::string& name) {
-    snaps_ = Segments(last_run_dir_);
-    if (!last_pid_.empty()) return FindPool(snaps_, std::atoi(last_pid_.c_str()), name);
-    if (snaps_.size() != 1) return nullptr;
-    for (const PoolStats* p : snaps_[0].pools) {
-      if (name == p->name) return p;
-    }
-    return nullptr;
-  }
+  const PoolStats* Pool(const std::string& name) { return runs_.Pool(name, last_pid_); }
 
   static constexpr char kPool[] = R"(
 [pool.rdma]
 match = { call = "ibverbs" }
 mode  = "fail-fast"
 )";
-  TempDir dir_;
-  int runs_ = 0;
-  std::string last_run_dir_;
-  std::string last_pid_;
-  std::vector<Snapshot> snaps_;
+  ShimRuns runs_;
+  pid_t last_pid_ = 0;
 };
 
 TEST_F(IbverbsTest, RegistrationsPassThroughTimedAndCounted) {

@@ -196,6 +196,32 @@ RunResult Child::Wait() {
   return r;
 }
 
+RunResult ShimRuns::Run(const std::string& program, bool shim, std::vector<std::string> args,
+                        const std::string& toml, std::map<std::string, std::string> env) {
+  RunSpec spec;
+  spec.argv = {program};
+  spec.argv.insert(spec.argv.end(), args.begin(), args.end());
+  spec.env = std::move(env);
+  if (shim) {
+    spec.preload = true;
+    spec.config = dir_.Write("dmashim.toml", toml);
+    spec.run_dir = dir_.path() + "/run" + std::to_string(runs_++);
+    mkdir(spec.run_dir.c_str(), 0700);
+    last_run_dir_ = spec.run_dir;
+  }
+  return RunProgram(spec);
+}
+
+const PoolStats* ShimRuns::Pool(const std::string& name, pid_t pid) {
+  snaps_ = Segments(last_run_dir_);
+  if (pid != 0) return FindPool(snaps_, pid, name);
+  if (snaps_.size() != 1) return nullptr;
+  for (const PoolStats* p : snaps_[0].pools) {
+    if (name == p->name) return p;
+  }
+  return nullptr;
+}
+
 RunSpec PinnedAsNobody(const TempDir& dir, std::vector<std::string> argv, bool shim) {
   RunSpec spec;
   spec.argv = std::move(argv);

@@ -81,6 +81,24 @@ std::string ShimPath();
 std::string ReachableByEveryone(const std::string& path);
 std::string ProbePath();
 
+// Runs one program with or without the shim, as the CUDA and ibverbs tests do: each shim run gets a
+// configuration and a run directory of its own under a scratch directory, and the last shim run's
+// pools can be read back.
+class ShimRuns {
+ public:
+  RunResult Run(const std::string& program, bool shim, std::vector<std::string> args,
+                const std::string& toml, std::map<std::string, std::string> env);
+  // The pool `name` in the last shim run's segments: of process `pid` when it is not 0 (a fork
+  // child writes a segment of its own), else of the run's only segment. nullptr when absent.
+  const PoolStats* Pool(const std::string& name, pid_t pid = 0);
+
+ private:
+  TempDir dir_;
+  int runs_ = 0;
+  std::string last_run_dir_;
+  std::vector<Snapshot> snaps_;
+};
+
 // Every stats segment in `run_dir` (as dmashim-exporter reads them).
 std::vector<Snapshot> Segments(const std::string& run_dir);
 // The pool `name` of the segment written by `pid`, or nullptr.
