@@ -49,6 +49,7 @@ absl::StatusOr<std::unique_ptr<Mempool>> Mempool::Create(MempoolOptions options,
 Mempool::Mempool(MempoolOptions options, PoolStats* stats, const SysCalls* sys)
     : options_(std::move(options)),
       source_(options_.source, options_.element_size, sys),
+      page_size_(SourcePageSize(options_.source.kind)),
       stats_(stats ? stats : &own_stats_),
       reserve_(options_.reserve) {
   InitPoolStats(stats_, options_.name.c_str(), PoolKind::kMempool,
@@ -75,15 +76,23 @@ size_t Mempool::keep() const {
 }
 
 void Mempool::PublishLocked() {
+  stats_->elements_total.store(static_cast<int64_t>(elements_.size()), std::memory_order_relaxed);
+  PublishUseLocked();
+}
+
+void Mempool::PublishUseLocked() {
+  PoolStats* s = stats_;  // one load: the stores below could alias the member for the compiler
   const int64_t free = static_cast<int64_t>(FreeCountLocked());
   const int64_t used = static_cast<int64_t>(in_use_);
-  stats_->reserve_level.store(free, std::memory_order_relaxed);
-  stats_->elements_total.store(static_cast<int64_t>(elements_.size()), std::memory_order_relaxed);
-  stats_->in_use.store(used, std::memory_order_relaxed);
-  stats_->bytes_in_use.store(used * static_cast<int64_t>(options_.element_size),
-                             std::memory_order_relaxed);
-  stats_->requested_bytes_in_use.store(requested_bytes_, std::memory_order_relaxed);
-  RaiseHighWater(stats_, used);
+  s->reserve_level.store(free, std::memory_order_relaxed);
+  s->in_use.store(used, std::memory_order_relaxed);
+  s->bytes_in_use.store(used * static_cast<int64_t>(options_.element_size),
+                        std::memory_order_relaxed);
+  s->requested_bytes_in_use.store(requested_bytes_, std::memory_order_relaxed);
+  // Every writer holds mu_: a compare and a plain store, no compare-and-swap loop.
+  if (used > s->high_water.load(std::memory_order_relaxed)) {
+    s->high_water.store(used, std::memory_order_relaxed);
+  }
 }
 
 void Mempool::Zero(void* p) const { memset(p, 0, options_.element_size); }
@@ -96,7 +105,22 @@ void* Mempool::PopAnyFreeLocked() {
   return p;
 }
 
-void* Mempool::TryFreeListLocked(size_t requested, bool* dirty) {
+void Mempool::HandOutLocked(Element& e, size_t requested, bool region) {
+  e.state = State::kInUse;
+  e.region = region;
+  e.requested = requested;
+  ++in_use_;
+  requested_bytes_ += static_cast<int64_t>(requested);
+}
+
+void Mempool::NoteMappedLocked(void* element) {
+  const uintptr_t a = reinterpret_cast<uintptr_t>(element);
+  if (a < lo_.load(std::memory_order_relaxed)) lo_.store(a, std::memory_order_relaxed);
+  const uintptr_t end = a + options_.element_size;
+  if (end > hi_.load(std::memory_order_relaxed)) hi_.store(end, std::memory_order_relaxed);
+}
+
+void* Mempool::TryFreeListLocked(size_t requested, bool region, bool* dirty) {
   void* p = nullptr;
   *dirty = false;
   if (!clean_.empty()) {
@@ -109,12 +133,8 @@ void* Mempool::TryFreeListLocked(size_t requested, bool* dirty) {
   } else {
     return nullptr;
   }
-  Element& e = elements_[reinterpret_cast<uintptr_t>(p)];
-  e.state = State::kInUse;
-  e.requested = requested;
-  ++in_use_;
-  requested_bytes_ += static_cast<int64_t>(requested);
-  if (options_.record_stats) PublishLocked();
+  HandOutLocked(elements_[reinterpret_cast<uintptr_t>(p)], requested, region);
+  if (options_.record_stats) PublishUseLocked();  // elements_total is unchanged
   return p;
 }
 
@@ -123,14 +143,14 @@ void* Mempool::Finish(void* p, bool dirty) {
   return p;
 }
 
-void* Mempool::TrySource(size_t requested, int* err, bool* from_free, bool* dirty,
+void* Mempool::TrySource(size_t requested, bool region, int* err, bool* from_free, bool* dirty,
                          bool count_reserve) {
   *from_free = false;
   {
     FutexLockGuard l(&mu_);
     // An element freed since the caller last looked is taken first: mapping a new one beside it
     // would grow the pool past `max` and waste a page.
-    if (void* p = TryFreeListLocked(requested, dirty)) {
+    if (void* p = TryFreeListLocked(requested, region, dirty)) {
       *from_free = true;
       if (count_reserve) BumpLocked(stats_->alloc_reserve);
       return p;
@@ -153,11 +173,8 @@ void* Mempool::TrySource(size_t requested, int* err, bool* from_free, bool* dirt
     stats_->source_failures.fetch_add(1, std::memory_order_relaxed);
     return nullptr;
   }
-  Element& e = elements_[reinterpret_cast<uintptr_t>(p)];
-  e.state = State::kInUse;
-  e.requested = requested;
-  ++in_use_;
-  requested_bytes_ += static_cast<int64_t>(requested);
+  NoteMappedLocked(p);
+  HandOutLocked(elements_[reinterpret_cast<uintptr_t>(p)], requested, region);
   PublishLocked();
   return p;
 }
@@ -184,6 +201,7 @@ size_t Mempool::Prefill() {
       fill_err_ = err;
       return elements_.size();
     }
+    NoteMappedLocked(p);
     elements_[reinterpret_cast<uintptr_t>(p)] = Element{};
     clean_.push_back(p);
     PublishLocked();
@@ -211,13 +229,22 @@ void Mempool::WakeWaiters() {
 
 void* Mempool::Alloc(size_t requested, const WaitPolicy& policy, int* err,
                      bool (*abandon)(void*), void* ctx) {
+  return AllocImpl(requested, /*region=*/false, policy, err, abandon, ctx);
+}
+
+void* Mempool::AllocRegion(size_t requested, const WaitPolicy& policy, int* err) {
+  return AllocImpl(requested, /*region=*/true, policy, err, nullptr, nullptr);
+}
+
+void* Mempool::AllocImpl(size_t requested, bool region, const WaitPolicy& policy, int* err,
+                         bool (*abandon)(void*), void* ctx) {
   bool dirty = false;
   bool need_fill = false;
   {
     FutexLockGuard l(&mu_);
     need_fill = !filled_ && reserve_ > 0;
     if (!need_fill) {
-      if (void* p = TryFreeListLocked(requested, &dirty)) {
+      if (void* p = TryFreeListLocked(requested, region, &dirty)) {
         if (options_.record_stats) BumpLocked(stats_->alloc_reserve);
         return Finish(p, dirty);
       }
@@ -226,14 +253,14 @@ void* Mempool::Alloc(size_t requested, const WaitPolicy& policy, int* err,
   if (need_fill) {
     Prefill();
     FutexLockGuard l(&mu_);
-    if (void* p = TryFreeListLocked(requested, &dirty)) {
+    if (void* p = TryFreeListLocked(requested, region, &dirty)) {
       BumpLocked(stats_->alloc_reserve);
       return Finish(p, dirty);
     }
   }
   const uint64_t start_ns = MonotonicNs();
   bool from_free = false;
-  if (void* p = TrySource(requested, err, &from_free, &dirty, /*count_reserve=*/true)) {
+  if (void* p = TrySource(requested, region, err, &from_free, &dirty, /*count_reserve=*/true)) {
     if (!from_free) stats_->alloc_source.fetch_add(1, std::memory_order_relaxed);
     return Finish(p, dirty);
   }
@@ -249,13 +276,13 @@ void* Mempool::Alloc(size_t requested, const WaitPolicy& policy, int* err,
     return nullptr;
   }
   Observe(SlowPath::kWaitBegin, 0, 0);
-  void* p = Wait(requested, policy, err, start_ns, abandon, ctx);
+  void* p = Wait(requested, region, policy, err, start_ns, abandon, ctx);
   Observe(SlowPath::kWaitEnd, MonotonicNs() - start_ns, p ? 0 : *err);
   return p;
 }
 
-void* Mempool::Wait(size_t requested, const WaitPolicy& policy, int* err, uint64_t start_ns,
-                    bool (*abandon)(void*), void* ctx) {
+void* Mempool::Wait(size_t requested, bool region, const WaitPolicy& policy, int* err,
+                    uint64_t start_ns, bool (*abandon)(void*), void* ctx) {
   const int64_t deadline_ns =
       policy.mode == Mode::kTimeout
           ? static_cast<int64_t>(start_ns) + absl::ToInt64Nanoseconds(policy.timeout)
@@ -276,7 +303,7 @@ void* Mempool::Wait(size_t requested, const WaitPolicy& policy, int* err, uint64
     const uint32_t seq = wake_seq_.load(std::memory_order_acquire);
     {
       FutexLockGuard l(&mu_);
-      got = TryFreeListLocked(requested, &dirty);
+      got = TryFreeListLocked(requested, region, &dirty);
       if (got != nullptr) {
         --waiters_;
         break;
@@ -290,7 +317,7 @@ void* Mempool::Wait(size_t requested, const WaitPolicy& policy, int* err, uint64
     if (now >= next_source_ns) {
       int serr = 0;
       bool from_free = false;
-      got = TrySource(requested, &serr, &from_free, &dirty, /*count_reserve=*/false);
+      got = TrySource(requested, region, &serr, &from_free, &dirty, /*count_reserve=*/false);
       if (got != nullptr) {
         FutexLockGuard l(&mu_);
         --waiters_;
@@ -345,13 +372,33 @@ bool Mempool::KeepOnFreeLocked() const {
   return waiters_ > 0 || FreeCountLocked() < keep || elements_.size() <= reserve_;
 }
 
-bool Mempool::Free(void* element) {
+bool Mempool::Free(void* element) { return FreeImpl(element, /*region=*/false); }
+
+bool Mempool::FreeRegion(void* element, size_t len) {
+  // The kernel rounds a huge-page munmap length up to whole pages: only a length that rounds to the
+  // element returns it; a shorter or longer one is a partial unmap for the caller to handle.
+  if (len == 0 || len > options_.element_size ||
+      (len + page_size_ - 1) / page_size_ * page_size_ != options_.element_size) {
+    return false;
+  }
+  return FreeImpl(element, /*region=*/true);
+}
+
+bool Mempool::FreeImpl(void* element, bool region) {
   enum class Then { kNothing, kRelease, kWakeMaintenance, kZeroNow } then = Then::kNothing;
   {
     WakeAfterUnlock wake;
     FutexLockGuard l(&mu_);
     auto it = elements_.find(reinterpret_cast<uintptr_t>(element));
     if (it == elements_.end() || it->second.state != State::kInUse) return false;
+    if (region && !it->second.region) return false;
+    if (it->second.prot_changed) {
+      // Rare (the application mprotect-ed the region): the system call under the lock keeps the
+      // element from being handed out again before it is read-write.
+      source_.ResetProtection(element);
+      it->second.prot_changed = false;
+    }
+    it->second.region = false;
     --in_use_;
     requested_bytes_ -= static_cast<int64_t>(it->second.requested);
     it->second.requested = 0;
@@ -416,6 +463,35 @@ bool Mempool::Forget(void* element) {
   elements_.erase(it);
   PublishLocked();
   return true;
+}
+
+size_t Mempool::ForgetRegions(const void* addr, size_t len) {
+  const uintptr_t lo = reinterpret_cast<uintptr_t>(addr), hi = lo + len;
+  size_t forgotten = 0;
+  FutexLockGuard l(&mu_);
+  for (auto it = elements_.begin(); it != elements_.end();) {
+    auto cur = it++;
+    const Element& e = cur->second;
+    if (e.state != State::kInUse || !e.region) continue;
+    if (cur->first < hi && lo < cur->first + options_.element_size) {
+      --in_use_;
+      requested_bytes_ -= static_cast<int64_t>(e.requested);
+      elements_.erase(cur);
+      ++forgotten;
+    }
+  }
+  if (forgotten > 0) PublishLocked();
+  return forgotten;
+}
+
+void Mempool::MarkProtectionChanged(const void* addr, size_t len) {
+  const uintptr_t lo = reinterpret_cast<uintptr_t>(addr), hi = lo + len;
+  FutexLockGuard l(&mu_);
+  for (auto& [a, e] : elements_) {
+    if (e.state == State::kInUse && e.region && a < hi && lo < a + options_.element_size) {
+      e.prot_changed = true;
+    }
+  }
 }
 
 size_t Mempool::EvictFree(const void* addr, size_t len) {

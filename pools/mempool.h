@@ -127,6 +127,31 @@ class Mempool {
   // True when `p` is the start of an element this pool holds (free or in use).
   bool Owns(const void* p) const;
 
+  // Regions: elements an interposer (the shim) hands to the application as mmap regions. Their
+  // bookkeeping for munmap, mprotect, partial unmaps and fork lives in this pool's element table,
+  // so the interposer keeps no table (and takes no lock) of its own on the map and unmap paths.
+  //
+  // As Alloc(requested, policy, err), and the element is marked as a region.
+  void* AllocRegion(size_t requested, const WaitPolicy& policy, int* err);
+  // munmap(element, len) of a region: when `element` is a region of this pool in use and `len`,
+  // rounded up to the source page as the kernel does, is exactly the element, it goes back as
+  // Free() sends it (made read-write first if its protection was changed) and true is returned.
+  // Otherwise nothing happens and false is returned (a partial or foreign unmap, or a double
+  // unmap). Never blocks on a wait.
+  bool FreeRegion(void* element, size_t len);
+  // Stops tracking every region in use that overlaps [addr, addr+len) — a partial munmap, mremap,
+  // madvise or MAP_FIXED over it: the caller's call takes the memory. Returns how many.
+  size_t ForgetRegions(const void* addr, size_t len);
+  // The application changed the protection of the regions overlapping [addr, addr+len): each is
+  // made read-write again when it comes back.
+  void MarkProtectionChanged(const void* addr, size_t len);
+  // False when `p` cannot be an element of this pool: it lies outside the addresses its source
+  // has mapped. Lock-free; lets an unmap skip pools without taking their locks.
+  bool MaybeHolds(const void* p) const {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    return a >= lo_.load(std::memory_order_relaxed) && a < hi_.load(std::memory_order_relaxed);
+  }
+
   // The caller took ownership of an in-use element (partial munmap, mremap): the pool stops
   // tracking it and does not unmap it. The reserve is refilled later. Returns false if unknown.
   bool Forget(void* element);
@@ -168,25 +193,38 @@ class Mempool {
   struct Element {
     State state = State::kFree;
     bool inherit_applied = true;  // the kernel's default: DOFORK
+    bool region = false;          // in use as an interposer's mmap region (AllocRegion)
+    bool prot_changed = false;    // a region whose protection the application changed
     size_t requested = 0;
   };
 
   Mempool(MempoolOptions options, PoolStats* stats, const SysCalls* sys);
 
-  void* TryFreeListLocked(size_t requested, bool* dirty) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void* AllocImpl(size_t requested, bool region, const WaitPolicy& policy, int* err,
+                  bool (*abandon)(void*), void* ctx);
+  bool FreeImpl(void* element, bool region);
+  // Marks `e` handed out for a request of `requested` bytes and publishes the figures.
+  void HandOutLocked(Element& e, size_t requested, bool region) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void* TryFreeListLocked(size_t requested, bool region, bool* dirty)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes a free element if one appeared, else maps a new one (within `max`).
-  void* TrySource(size_t requested, int* err, bool* from_free, bool* dirty, bool count_reserve)
-      ABSL_LOCKS_EXCLUDED(mu_);
+  void* TrySource(size_t requested, bool region, int* err, bool* from_free, bool* dirty,
+                  bool count_reserve) ABSL_LOCKS_EXCLUDED(mu_);
+  // Widens the address range MaybeHolds() accepts to cover a newly mapped element.
+  void NoteMappedLocked(void* element) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // alloc_reserve and frees are written only under mu_, so a plain load and store counts them: a
   // locked add on the hit path would cost a third of its time.
   static void BumpLocked(Counter& c) {
     c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
-  void* Wait(size_t requested, const WaitPolicy& policy, int* err, uint64_t start_ns,
+  void* Wait(size_t requested, bool region, const WaitPolicy& policy, int* err, uint64_t start_ns,
              bool (*abandon)(void*), void* ctx);
   void* Finish(void* p, bool dirty);
   bool KeepOnFreeLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PublishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // PublishLocked without elements_total, for the paths that only move an element between free
+  // and in use.
+  void PublishUseLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Wakes one waiter once the pool lock is released: the woken thread's first act is to take the
   // lock, so waking it while still holding the lock would make it sleep again on the mutex.
   struct WakeAfterUnlock {
@@ -208,6 +246,7 @@ class Mempool {
 
   MempoolOptions options_;
   PageSource source_;
+  size_t page_size_;  // the source's page size: what munmap lengths are rounded to
   PoolStats own_stats_;
   PoolStats* stats_;
 
@@ -224,6 +263,9 @@ class Mempool {
   uint64_t next_refill_ns_ ABSL_GUARDED_BY(mu_) = 0;
   int fill_err_ ABSL_GUARDED_BY(mu_) = 0;  // errno of the last failed Prefill source call
   std::atomic<uint32_t> wake_seq_{0};
+  // The lowest and one past the highest address of any element mapped (written under mu_).
+  std::atomic<uintptr_t> lo_{UINTPTR_MAX};
+  std::atomic<uintptr_t> hi_{0};
 };
 
 }  // namespace dmashim

@@ -44,6 +44,8 @@ class PageSource {
 
   // madvise(MADV_DONTFORK / MADV_DOFORK) on one element; returns 0 or an errno.
   int SetForkInheritance(void* element, bool inherit) const;
+  // Makes an element read-write again (after the caller mprotect-ed it); returns 0 or an errno.
+  int ResetProtection(void* element) const;
 
   size_t element_size() const { return element_size_; }
   const SourceSpec& spec() const { return spec_; }

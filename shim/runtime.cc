@@ -77,15 +77,9 @@ void Runtime::Setup() {
   StatsStoreOpen(config_, static_cast<int>(config_.errors.size()));
   SitesInit(/*start_thread=*/!config_.pools.empty());  // call sites, watchdog, control requests (before any pool exists)
   // Registered before any pool exists, so in a fork child it runs before the pools' own handlers:
-  // the child must have its own segment before the pools publish the child's figures.
-  // The region table's lock is held across fork too (another thread may be in the middle of an
-  // mmap or munmap), so the child never inherits it locked by a thread that does not exist there.
-  pthread_atfork([] { instance_->regions_mu_.Lock(); },
-                 [] { instance_->regions_mu_.Unlock(); },
-                 [] {
-                   StatsStoreForkChild();
-                   instance_->regions_mu_.Unlock();
-                 });
+  // the child must have its own segment before the pools publish the child's figures. (The regions
+  // handed out live in the pools' element tables, whose locks the pools hold across fork.)
+  pthread_atfork(nullptr, nullptr, [] { StatsStoreForkChild(); });
   atexit([] { StatsStoreMarkExited(); });
 
   PoolConfig def;
@@ -96,6 +90,12 @@ void Runtime::Setup() {
   for (PoolConfig& pc : pools) {
     if (!pc.match.caller.empty()) any_caller_match_ = true;
     AddEntry(std::move(pc));
+  }
+  for (int giant = 0; giant < 2; ++giant) {
+    for (int shared = 0; shared < 2; ++shared) {
+      mmap_route_[giant][shared] = RouteHuge(Family::kMmap, giant ? size_t{1} << 30 : kHuge2M,
+                                             shared != 0, nullptr);
+    }
   }
   for (auto& e : entries_) {
     if (!e->pool || e->cfg.prefault != Prefault::kStartup) continue;
@@ -233,7 +233,8 @@ void* Runtime::MmapFromPool(size_t len, int prot, int flags, const void* caller,
   const int size_code = (flags >> MAP_HUGE_SHIFT) & 0x3f;
   const size_t page = size_code == 30 ? (size_t{1} << 30) : kHuge2M;
   const bool shared = (flags & MAP_SHARED) != 0;
-  PoolEntry* e = RouteHuge(Family::kMmap, page, shared, caller);
+  PoolEntry* e = any_caller_match_ ? RouteHuge(Family::kMmap, page, shared, caller)
+                                   : mmap_route_[page != kHuge2M][shared];
   if (!e->pool) return nullptr;
   const size_t rounded = (len + page - 1) & ~(page - 1);
   const bool pool_shared = e->cfg.match.share == Share::kShared;
@@ -243,16 +244,13 @@ void* Runtime::MmapFromPool(size_t len, int prot, int flags, const void* caller,
     return nullptr;
   }
   *handled = true;
-  void* p = e->pool->Alloc(len, PolicyFor(e), err);
+  void* p = e->pool->AllocRegion(len, PolicyFor(e), err);
   if (p == nullptr) return nullptr;
-  bool prot_changed = false;
   if (prot != (PROT_READ | PROT_WRITE)) {
     real::mprotect(p, rounded, prot);
-    prot_changed = true;
+    e->pool->MarkProtectionChanged(p, rounded);
   }
   if (flags & MAP_LOCKED) real::mlock(p, rounded);
-  FutexLockGuard l(&regions_mu_);
-  regions_[reinterpret_cast<uintptr_t>(p)] = Region{e, rounded, prot_changed};
   return p;
 }
 
@@ -265,28 +263,11 @@ bool Runtime::MaybePooled(const void* addr, size_t len) const {
 
 bool Runtime::OnMunmap(void* addr, size_t len) {
   if (!MaybePooled(addr, len)) return false;
-  const uintptr_t a = reinterpret_cast<uintptr_t>(addr);
-  PoolEntry* whole = nullptr;
-  bool prot_changed = false;
-  {
-    FutexLockGuard l(&regions_mu_);
-    auto it = regions_.find(a);
-    if (it != regions_.end()) {
-      // The kernel rounds a huge-page munmap length up to whole pages: only a length that rounds
-      // to the element returns it; a shorter one is a partial unmap, handled below.
-      const size_t page = SourcePageSize(it->second.entry->cfg.source);
-      if (len != 0 && (len + page - 1) / page * page == it->second.len) {
-        whole = it->second.entry;
-        prot_changed = it->second.prot_changed;
-        regions_.erase(it);
-      }
-    }
-  }
-  if (whole != nullptr) {
-    const size_t el = whole->pool->element_size();
-    if (prot_changed) real::mprotect(addr, el, PROT_READ | PROT_WRITE);
-    whole->pool->Free(addr);
-    return true;
+  // A whole region goes back to its pool; anything else (partial, foreign, double) is handled as a
+  // range below and then reaches the kernel.
+  for (size_t i = 1; i < entries_.size(); ++i) {
+    Mempool* pool = entries_[i]->pool.get();
+    if (pool != nullptr && pool->MaybeHolds(addr) && pool->FreeRegion(addr, len)) return true;
   }
   ReleaseRange(addr, len);
   return false;
@@ -294,30 +275,18 @@ bool Runtime::OnMunmap(void* addr, size_t len) {
 
 void Runtime::ReleaseRange(void* addr, size_t len) {
   if (!MaybePooled(addr, len)) return;
-  const uintptr_t lo = reinterpret_cast<uintptr_t>(addr), hi = lo + len;
-  std::vector<std::pair<uintptr_t, PoolEntry*>> dropped;
-  {
-    FutexLockGuard l(&regions_mu_);
-    for (auto it = regions_.begin(); it != regions_.end();) {
-      auto cur = it++;
-      if (cur->first < hi && cur->first + cur->second.len > lo) {
-        dropped.emplace_back(cur->first, cur->second.entry);
-        regions_.erase(cur);
-      }
-    }
-  }
-  for (auto& [a, e] : dropped) e->pool->Forget(reinterpret_cast<void*>(a));
   for (size_t i = 1; i < entries_.size(); ++i) {
-    if (entries_[i]->pool) entries_[i]->pool->EvictFree(addr, len);
+    if (Mempool* pool = entries_[i]->pool.get()) {
+      pool->ForgetRegions(addr, len);
+      pool->EvictFree(addr, len);
+    }
   }
 }
 
 void Runtime::OnMprotect(void* addr, size_t len, int prot) {
-  if (!MaybePooled(addr, len)) return;
-  const uintptr_t lo = reinterpret_cast<uintptr_t>(addr), hi = lo + len;
-  FutexLockGuard l(&regions_mu_);
-  for (auto& [start, r] : regions_) {
-    if (start < hi && start + r.len > lo) r.prot_changed |= prot != (PROT_READ | PROT_WRITE);
+  if (!MaybePooled(addr, len) || prot == (PROT_READ | PROT_WRITE)) return;
+  for (size_t i = 1; i < entries_.size(); ++i) {
+    if (Mempool* pool = entries_[i]->pool.get()) pool->MarkProtectionChanged(addr, len);
   }
 }
 

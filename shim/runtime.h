@@ -115,15 +115,11 @@ class Runtime {
   std::vector<std::unique_ptr<PoolEntry>> entries_;
   PoolEntry* default_entry_ = nullptr;
 
-  struct Region {
-    PoolEntry* entry;
-    size_t len;
-    bool prot_changed;
-  };
-  mutable FutexLock regions_mu_;
-  // Keyed by start address: munmap looks up exact starts on the hot path; range questions
-  // (MAP_FIXED, mremap, madvise, mprotect) are rare and scan.
-  absl::flat_hash_map<uintptr_t, Region> regions_ ABSL_GUARDED_BY(regions_mu_);
+  // RouteHuge's answer for anonymous mmap calls when no pool matches on the caller (the answer then
+  // depends only on the page size and sharing): [1 GiB page][shared]. Filled once by Setup.
+  PoolEntry* mmap_route_[2][2] = {};
+  // The regions handed out from pools are tracked by the pools themselves (Mempool::AllocRegion):
+  // map and unmap take one lock, the pool's.
 };
 
 // The calling thread's scope (dmashim_scope_begin); null when none.

@@ -1,0 +1,125 @@
+// Regions: the element bookkeeping an interposer relies on for munmap, partial unmaps, mprotect and
+// double unmaps (Mempool::AllocRegion and friends), on real 2 MiB huge pages.
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "gtest/gtest.h"
+#include "pools/mempool.h"
+#include "tests/pools/pool_test_util.h"
+
+namespace dmashim::testing {
+namespace {
+
+constexpr size_t k2M = kHugePage2M;
+
+class MempoolRegion : public HugePoolTest {
+ protected:
+  WaitPolicy FailFast() const { return WaitPolicy{Mode::kFailFast, absl::ZeroDuration(), false}; }
+};
+
+TEST_F(MempoolRegion, FreeRegionTakesOnlyALengthThatRoundsToTheWholeElement) {
+  auto o = HugeOptions("region-len", 2, Mode::kFailFast);
+  o.element_size = 2 * k2M;  // two huge pages: half of it is a partial unmap
+  auto pool = MakePool(o);
+  ASSERT_NE(pool, nullptr);
+  int err = 0;
+  auto* p = static_cast<char*>(pool->AllocRegion(2 * k2M, FailFast(), &err));
+  ASSERT_NE(p, nullptr) << strerror(err);
+  EXPECT_TRUE(pool->MaybeHolds(p));
+  EXPECT_FALSE(pool->FreeRegion(p, k2M)) << "half the element is a partial unmap";
+  EXPECT_FALSE(pool->FreeRegion(p + k2M, k2M)) << "not the element's start";
+  EXPECT_FALSE(pool->FreeRegion(p, 3 * k2M)) << "more than the element";
+  EXPECT_FALSE(pool->FreeRegion(p, 0));
+  EXPECT_EQ(pool->stats().in_use.load(), 1);
+  EXPECT_TRUE(pool->FreeRegion(p, k2M + 1)) << "rounded up to whole huge pages, as the kernel does";
+  EXPECT_FALSE(pool->FreeRegion(p, 2 * k2M)) << "a double unmap is refused";
+  const PoolStats& s = pool->stats();
+  EXPECT_EQ(s.in_use.load(), 0);
+  EXPECT_EQ(s.frees.load(), 1u);
+  EXPECT_EQ(s.reserve_level.load(), s.elements_total.load());
+}
+
+TEST_F(MempoolRegion, FreeRegionLeavesElementsHandedOutOtherwiseAlone) {
+  auto pool = MakePool(HugeOptions("region-plain", 1, Mode::kFailFast));
+  ASSERT_NE(pool, nullptr);
+  int err = 0;
+  void* p = pool->Alloc(k2M, &err);
+  ASSERT_NE(p, nullptr) << strerror(err);
+  EXPECT_FALSE(pool->FreeRegion(p, k2M)) << "an element from Alloc() is not an mmap region";
+  EXPECT_EQ(pool->ForgetRegions(p, k2M), 0u);
+  EXPECT_EQ(pool->stats().in_use.load(), 1);
+  EXPECT_TRUE(pool->Free(p));
+  // Free() of a region takes it back too, and the region mark does not outlive it.
+  void* r = pool->AllocRegion(k2M, FailFast(), &err);
+  ASSERT_EQ(r, p);
+  EXPECT_TRUE(pool->Free(r));
+  void* q = pool->Alloc(k2M, &err);
+  ASSERT_EQ(q, p);
+  EXPECT_FALSE(pool->FreeRegion(q, k2M));
+  EXPECT_TRUE(pool->Free(q));
+}
+
+TEST_F(MempoolRegion, ForgetRegionsDropsTheRegionsInUseTheRangeOverlaps) {
+  auto pool = MakePool(HugeOptions("region-forget", 4, Mode::kFailFast));
+  ASSERT_NE(pool, nullptr);
+  ASSERT_EQ(pool->Prefill(), 4u);
+  int err = 0;
+  auto* a = static_cast<char*>(pool->AllocRegion(k2M, FailFast(), &err));
+  auto* b = static_cast<char*>(pool->AllocRegion(k2M, FailFast(), &err));
+  void* plain = pool->Alloc(k2M, &err);
+  ASSERT_TRUE(a && b && plain);
+  const PoolStats& s = pool->stats();
+  EXPECT_EQ(s.in_use.load(), 3);
+  EXPECT_EQ(pool->ForgetRegions(a + 4096, 4096), 1u) << "one page inside `a`";
+  EXPECT_EQ(s.in_use.load(), 2);
+  EXPECT_EQ(s.elements_total.load(), 3);
+  EXPECT_EQ(s.reserve_level.load(), 1) << "free elements are not the caller's";
+  EXPECT_FALSE(pool->FreeRegion(a, k2M)) << "forgotten: the caller owns it";
+  EXPECT_FALSE(pool->Owns(a));
+  EXPECT_TRUE(pool->Owns(b));
+  EXPECT_TRUE(pool->FreeRegion(b, k2M));
+  EXPECT_TRUE(pool->Free(plain));
+  EXPECT_EQ(s.in_use.load(), 0);
+  EXPECT_EQ(s.requested_bytes_in_use.load(), 0);
+  EXPECT_EQ(s.reserve_level.load(), s.elements_total.load());
+  munmap(a, k2M);  // the forgotten element is the caller's to unmap
+}
+
+TEST_F(MempoolRegion, ARegionWhoseProtectionChangedComesBackReadWrite) {
+  auto o = HugeOptions("region-prot", 1, Mode::kFailFast);
+  o.zero = ZeroMode::kEager;  // zeroing writes the element: a read-only one would fault
+  auto pool = MakePool(o);
+  ASSERT_NE(pool, nullptr);
+  int err = 0;
+  auto* p = static_cast<char*>(pool->AllocRegion(k2M, FailFast(), &err));
+  ASSERT_NE(p, nullptr) << strerror(err);
+  p[0] = 7;
+  ASSERT_EQ(syscall(SYS_mprotect, p, k2M, PROT_READ), 0);
+  pool->MarkProtectionChanged(p + 8192, 1);
+  ASSERT_TRUE(pool->FreeRegion(p, k2M));
+  auto* q = static_cast<char*>(pool->AllocRegion(k2M, FailFast(), &err));
+  ASSERT_EQ(q, p);
+  EXPECT_EQ(q[0], 0) << "recycled elements are zero";
+  q[k2M - 1] = 1;  // writable again
+  EXPECT_TRUE(pool->FreeRegion(q, k2M));
+}
+
+TEST_F(MempoolRegion, MaybeHoldsOnlyAddressesTheSourceMapped) {
+  auto pool = MakePool(HugeOptions("region-hull", 2, Mode::kFailFast));
+  ASSERT_NE(pool, nullptr);
+  int x = 0;
+  EXPECT_FALSE(pool->MaybeHolds(&x)) << "nothing mapped yet";
+  ASSERT_EQ(pool->Prefill(), 2u);
+  int err = 0;
+  auto* p = static_cast<char*>(pool->AllocRegion(k2M, FailFast(), &err));
+  ASSERT_NE(p, nullptr);
+  EXPECT_TRUE(pool->MaybeHolds(p));
+  EXPECT_TRUE(pool->MaybeHolds(p + k2M - 1));
+  EXPECT_FALSE(pool->MaybeHolds(nullptr));
+  EXPECT_TRUE(pool->FreeRegion(p, k2M));
+}
+
+}  // namespace
+}  // namespace dmashim::testing
