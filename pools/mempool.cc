@@ -55,6 +55,14 @@ Mempool::Mempool(MempoolOptions options, PoolStats* stats, const SysCalls* sys)
   InitPoolStats(stats_, options_.name.c_str(), PoolKind::kMempool,
                 static_cast<uint32_t>(options_.policy.mode), options_.element_size);
   stats_->reserve_target.store(static_cast<int64_t>(reserve_), std::memory_order_relaxed);
+  // Room for the reserve and as many again in use, made here on the thread that creates the pool:
+  // the maintenance thread then refills the reserve without allocating. Its first malloc would
+  // give it a glibc arena of its own — 64 MiB of address space, which counts against
+  // RLIMIT_MEMLOCK for mlockall (tests/reliability/pinned_test.cc measures it).
+  const size_t room = 2 * reserve_ + 8;
+  elements_.reserve(room);
+  clean_.reserve(room);
+  dirty_.reserve(room);
   RegisterPool(this);
 }
 
