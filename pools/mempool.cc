@@ -74,6 +74,11 @@ size_t Mempool::keep() const {
   return options_.keep.value_or(std::max<size_t>(reserve_, 8));
 }
 
+size_t Mempool::free_zeroed() const {
+  FutexLockGuard l(&mu_);
+  return clean_.size();
+}
+
 void Mempool::PublishLocked() {
   const int64_t free = static_cast<int64_t>(FreeCountLocked());
   const int64_t used = static_cast<int64_t>(in_use_);
