@@ -110,7 +110,9 @@ extern thread_local DmaPool::Cache* t_last_cache __attribute__((tls_model("initi
 
 namespace {
 std::atomic<uint64_t> g_next_pool_id{1};
-FutexLock g_cache_mu;  // orders a thread's exit against its pools' destruction
+// Orders a thread's exit against its pools' destruction. Taken before a pool's lock (DetachCache),
+// so it is held across fork ahead of the pools' locks (pools/maintenance.h).
+FutexLock g_cache_mu;
 }  // namespace
 
 // The calling thread's caches, one slot per pool it uses (up to kSlots; more pools go without).
@@ -149,6 +151,9 @@ DmaPool::DmaPool(DmaPoolOptions options, Mempool* pages, PoolStats* stats, size_
       pow2_sizes_(IsPow2(block_size) && IsPow2(boundary)) {
   InitPoolStats(stats_, options_.name.c_str(), PoolKind::kDmaPool,
                 static_cast<uint32_t>(pages_->policy().mode), block_size_);
+  static const bool cache_lock_held_across_fork =
+      (HoldAcrossFork(&g_cache_mu, ForkLockOrder::kOuter), true);
+  (void)cache_lock_held_across_fork;
   RegisterDmaPool(this);
 }
 
@@ -416,6 +421,15 @@ void DmaPool::FoldLocked() const {
   stats_->in_use.store(active, std::memory_order_relaxed);
   stats_->bytes_in_use.store(active * static_cast<int64_t>(block_size_), std::memory_order_relaxed);
   RaiseHighWater(stats_, active);
+}
+
+void DmaPool::ForkPrepare() { mu_.Lock(); }
+
+void DmaPool::ForkParent() { mu_.Unlock(); }
+
+void DmaPool::ForkChild() {
+  page_waiters_.store(0, std::memory_order_relaxed);  // the waiting threads are not in the child
+  mu_.Unlock();
 }
 
 void DmaPool::Fold() const {

@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "pools/maintenance.h"
 #include "pools/sys.h"
 #include "shim/diag.h"
 #include "shim/real.h"
@@ -78,14 +79,12 @@ void Runtime::Setup() {
   SitesInit(/*start_thread=*/!config_.pools.empty());  // call sites, watchdog, control requests (before any pool exists)
   // Registered before any pool exists, so in a fork child it runs before the pools' own handlers:
   // the child must have its own segment before the pools publish the child's figures.
+  pthread_atfork(nullptr, nullptr, [] { StatsStoreForkChild(); });
   // The region table's lock is held across fork too (another thread may be in the middle of an
   // mmap or munmap), so the child never inherits it locked by a thread that does not exist there.
-  pthread_atfork([] { instance_->regions_mu_.Lock(); },
-                 [] { instance_->regions_mu_.Unlock(); },
-                 [] {
-                   StatsStoreForkChild();
-                   instance_->regions_mu_.Unlock();
-                 });
+  // It is a leaf: no pool call is made under it (lock order in pools/maintenance.h). Registered
+  // after the handler above, which therefore still runs first in the child.
+  HoldAcrossFork(&regions_mu_, ForkLockOrder::kLeaf);
   atexit([] { StatsStoreMarkExited(); });
 
   PoolConfig def;

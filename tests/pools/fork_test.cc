@@ -1,15 +1,20 @@
 // fork(2): free reserve elements are MADV_DONTFORK (not in the child), handed-out elements are
-// inherited like any mapping of the app's.
+// inherited like any mapping of the app's; no pool lock is inherited held by another thread.
 #include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <atomic>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "gtest/gtest.h"
+#include "pools/dma_pool.h"
 #include "pools/mempool.h"
 #include "tests/pools/pool_test_util.h"
 
@@ -148,6 +153,90 @@ TEST_F(MempoolFork, ElementReusedAfterForkIsInheritedAtNextFork) {
   bits = ForkAndCheck(pool.get(), {a}, {b}, 3);
   EXPECT_EQ(bits, 0) << "second fork:" << Explain(bits);
   pool->Free(b);
+}
+
+// Waits up to `ms` for `pid`; kills it when it takes longer. Returns its exit status, -1 for a
+// child killed by a signal, or -2 for one that had to be killed (it hung).
+int WaitBounded(pid_t pid, int ms) {
+  int status = 0;
+  for (int waited = 0;; ++waited) {
+    const pid_t r = waitpid(pid, &status, WNOHANG);
+    if (r == pid) return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+    if (r < 0 && errno != EINTR) return -1;
+    if (waited >= ms) break;
+    usleep(1000);
+  }
+  kill(pid, SIGKILL);
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return -2;
+}
+
+// Other threads are in the middle of DmaPool allocations and frees (holding the pool's lock part of
+// the time) when the process forks. The pool's lock is held across fork, so the child — where those
+// threads do not exist — can allocate and free; a child that inherited the lock held would wait for
+// ever on its first allocation that takes it.
+TEST_F(MempoolFork, ForkWhileOtherThreadsUseADmaPoolLeavesTheChildAbleToAllocateAndFree) {
+  auto pages = MakePool(HugeOptions("fork-dma-pages", 2, Mode::kFailFast), &RealSysCalls());
+  ASSERT_NE(pages, nullptr);
+  auto created = DmaPool::Create(DmaPoolOptions{"fork-dma", 2048, 64, 4096}, pages.get());
+  ASSERT_TRUE(created.ok()) << created.status();
+  DmaPool& pool = **created;
+
+  std::atomic<bool> stop{false};
+  std::atomic<long> rounds{0};
+  std::vector<std::thread> hammers;
+  for (int t = 0; t < 2; ++t) {
+    hammers.emplace_back([&] {
+      std::vector<void*> held;
+      while (!stop.load(std::memory_order_relaxed)) {
+        // More than a thread's cache holds, so the shared list (under the lock) is used each round.
+        for (int i = 0; i < 200; ++i) {
+          int err = 0;
+          if (void* b = pool.Alloc(&err)) held.push_back(b);
+        }
+        for (void* b : held) pool.Free(b);
+        held.clear();
+        (void)pool.info();  // takes the lock too
+        rounds.fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+  }
+  ASSERT_TRUE(WaitFor([&] { return rounds.load() > 0; }, 5000));
+
+  constexpr int kForks = 100;
+  constexpr int kChildMs = 5000;  // a child needs milliseconds; one that hangs is killed
+  int forks = 0, hung = 0, failed = 0;
+  for (; forks < kForks && hung == 0; ++forks) {
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0) << strerror(errno);
+    if (pid == 0) {
+      std::vector<void*> mine;
+      for (int i = 0; i < 300; ++i) {
+        int err = 0;
+        void* b = pool.Alloc(&err);
+        if (b == nullptr) _exit(2);
+        memset(b, 0x5a, 2048);
+        mine.push_back(b);
+      }
+      for (void* b : mine) {
+        if (!pool.Free(b)) _exit(3);
+      }
+      (void)pool.info();
+      _exit(0);  // never run the parent's atexit handlers or gtest's teardown
+    }
+    const int rc = WaitBounded(pid, kChildMs);
+    if (rc == -2) {
+      ++hung;
+    } else if (rc != 0) {
+      ++failed;
+    }
+  }
+  stop.store(true);
+  for (auto& t : hammers) t.join();
+  EXPECT_EQ(hung, 0) << "a child hung (killed after " << kChildMs << " ms) at fork " << forks;
+  EXPECT_EQ(failed, 0) << "children that could not allocate or free, of " << forks;
+  EXPECT_GT(rounds.load(), 0);
 }
 
 }  // namespace
