@@ -46,7 +46,7 @@ int MaintenanceThreadsRunning();
 // are registered here. A kOuter lock may be held while taking pool locks, never while taking the
 // registry lock (the DmaPools' thread-cache lock). A kLeaf lock guards its owner's data only: no
 // pool, registry or other registered lock is taken while it is held (the shim's region table,
-// the CUDA block cache).
+// the CUDA block cache, the RDMA registration table).
 enum class ForkLockOrder { kOuter, kLeaf };
 // Registers `lock` for the rest of the process (it must never be destroyed). Takes the registry
 // lock: never call it with a pool lock or a registered lock held. In a fork child the handlers run
