@@ -217,10 +217,11 @@ TEST_F(MempoolFork, ForkWhileOtherThreadsUseADmaPoolLeavesTheChildAbleToAllocate
   }
   hammers.emplace_back([&] {
     while (!stop.load(std::memory_order_relaxed)) {
-      std::thread([&] {  // uses the pool once, so its exit detaches a cache
+      std::thread brief([&] {  // uses the pool once, so its exit detaches a cache
         int err = 0;
         if (void* b = pool.Alloc(&err)) pool.Free(b);
-      }).join();
+      });
+      brief.join();
     }
   });
   ASSERT_TRUE(WaitFor([&] { return rounds.load() > 0; }, 5000));
