@@ -85,7 +85,9 @@ absl::StatusOr<std::unique_ptr<DmaPool>> DmaPool::Create(DmaPoolOptions o, Mempo
 
 namespace {
 std::atomic<uint64_t> g_next_pool_id{1};
-FutexLock g_cache_mu;  // orders a thread's exit against its pools' destruction
+// Orders a thread's exit against its pools' destruction. Taken before a pool's lock (DetachCache),
+// so it is held across fork ahead of the pools' locks (pools/maintenance.h).
+FutexLock g_cache_mu;
 }  // namespace
 
 // The calling thread's caches, one slot per pool it uses (up to kSlots; more pools go without).
@@ -124,6 +126,9 @@ DmaPool::DmaPool(DmaPoolOptions options, Mempool* pages, PoolStats* stats, size_
       stats_(stats ? stats : &own_stats_) {
   InitPoolStats(stats_, options_.name.c_str(), PoolKind::kDmaPool,
                 static_cast<uint32_t>(pages_->policy().mode), block_size_);
+  static const bool cache_lock_held_across_fork =
+      (HoldAcrossFork(&g_cache_mu, ForkLockOrder::kOuter), true);
+  (void)cache_lock_held_across_fork;
   RegisterDmaPool(this);
 }
 
@@ -375,6 +380,16 @@ void DmaPool::FoldLocked() const {
   stats_->in_use.store(active, std::memory_order_relaxed);
   stats_->bytes_in_use.store(active * static_cast<int64_t>(block_size_), std::memory_order_relaxed);
   RaiseHighWater(stats_, active);
+}
+
+void DmaPool::ForkPrepare() { mu_.Lock(); }
+
+void DmaPool::ForkParent() { mu_.Unlock(); }
+
+void DmaPool::ForkChild() {
+  // The threads waiting for a page are not in the child (the unaligned-pages bit stays).
+  free_gate_.fetch_and(kUnaligned, std::memory_order_relaxed);
+  mu_.Unlock();
 }
 
 void DmaPool::Fold() const {

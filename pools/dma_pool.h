@@ -96,6 +96,13 @@ class DmaPool {
   // every tick, so the exporter sees current figures). Never blocks on a wait.
   void Fold() const;
 
+  // fork(2) support, called by the pool registry's pthread_atfork handlers (lock order in
+  // pools/maintenance.h): the pool's lock is held across fork. In the child the other threads'
+  // caches are left as they were: their blocks stay allocated there, counted as active.
+  void ForkPrepare();
+  void ForkParent();
+  void ForkChild();
+
   // Per-thread caches: like DPDK's per-lcore mempool cache, a thread allocates from and frees to a
   // small stack of its own without locks or shared writes, and trades blocks with the pool's list in
   // batches. A free block is recognised by a cookie in its second word (a double free is refused).

@@ -9,6 +9,7 @@
 
 #include "absl/synchronization/mutex.h"
 #include "pools/dma_pool.h"
+#include "pools/lock.h"
 #include "pools/mempool.h"
 #include "pools/sys.h"
 
@@ -19,6 +20,8 @@ struct Registry {
   absl::Mutex mu;  // held while the maintenance thread works on a pool, and across fork
   std::vector<Mempool*> pools ABSL_GUARDED_BY(mu);
   std::vector<DmaPool*> dma_pools ABSL_GUARDED_BY(mu);
+  std::vector<FutexLock*> outer_locks ABSL_GUARDED_BY(mu);  // held across fork, see maintenance.h
+  std::vector<FutexLock*> leaf_locks ABSL_GUARDED_BY(mu);
   std::function<void()> hook;
   std::atomic<uint32_t> kick{0};
   std::atomic<bool> sleeping{false};  // the thread is (about to be) in FutexWait on `kick`
@@ -93,36 +96,57 @@ void StartThread() {
   pthread_sigmask(SIG_SETMASK, &old, nullptr);
 }
 
+// The lock order of maintenance.h, taken before fork and released after it in both processes.
 void AtforkPrepare() {
   Registry& r = Reg();
   r.mu.Lock();
+  for (FutexLock* l : r.outer_locks) l->Lock();
+  for (DmaPool* d : r.dma_pools) d->ForkPrepare();
   for (Mempool* p : r.pools) p->ForkPrepare();
+  for (FutexLock* l : r.leaf_locks) l->Lock();
 }
 void AtforkParent() {
   Registry& r = Reg();
+  for (FutexLock* l : r.leaf_locks) l->Unlock();
   for (Mempool* p : r.pools) p->ForkParent();
+  for (DmaPool* d : r.dma_pools) d->ForkParent();
+  for (FutexLock* l : r.outer_locks) l->Unlock();
   r.mu.Unlock();
 }
 void AtforkChild() {
   Registry& r = Reg();
+  for (FutexLock* l : r.leaf_locks) l->Unlock();
   for (Mempool* p : r.pools) p->ForkChild();
+  for (DmaPool* d : r.dma_pools) d->ForkChild();
+  for (FutexLock* l : r.outer_locks) l->Unlock();
   // The maintenance thread does not exist in the child; the next request starts a new one.
   r.started.store(false);
   r.running.store(0);
   r.mu.Unlock();
 }
 
-}  // namespace
-
-void RegisterPool(Mempool* pool) {
+void InstallForkHandlers() {
   static std::once_flag once;
   std::call_once(once, [] {
     // Debian's Abseil is built without NDEBUG, so every Mutex::Lock would feed a lock-order graph
     // (GraphCycles) — about half of a pool hit's instructions. The pools' lock order is fixed and
-    // small (registry → pool); the checker buys nothing here.
+    // small (maintenance.h); the checker buys nothing here.
     absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
     pthread_atfork(AtforkPrepare, AtforkParent, AtforkChild);
   });
+}
+
+}  // namespace
+
+void HoldAcrossFork(FutexLock* lock, ForkLockOrder order) {
+  InstallForkHandlers();
+  Registry& r = Reg();
+  absl::MutexLock l(&r.mu);
+  (order == ForkLockOrder::kOuter ? r.outer_locks : r.leaf_locks).push_back(lock);
+}
+
+void RegisterPool(Mempool* pool) {
+  InstallForkHandlers();
   Registry& r = Reg();
   absl::MutexLock l(&r.mu);
   r.pools.push_back(pool);

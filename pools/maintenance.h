@@ -3,10 +3,13 @@
 // Background zeroing and reserve top-ups run here, on a single thread started lazily the first time
 // a pool asks for it, with every signal blocked (applications assume they know which threads take
 // their signals). The registry also installs the pthread_atfork handlers that keep fork(2) children
-// consistent: free reserve elements are not inherited, handed-out elements are.
+// consistent: free reserve elements are not inherited, handed-out elements are, and no lock is
+// inherited held by a thread that does not exist in the child.
 #pragma once
 
 #include <functional>
+
+#include "pools/lock.h"
 
 namespace dmashim {
 
@@ -31,5 +34,23 @@ void SetMaintenanceHook(std::function<void()> hook);
 
 // Number of maintenance threads running in this process (0 or 1); for tests.
 int MaintenanceThreadsRunning();
+
+// fork(2) and locks. A child has only the forking thread, so a lock another thread held at the
+// fork would stay locked in the child for ever. The registry's pthread_atfork handlers therefore
+// take every lock below before fork and release them after it, in parent and child, in this order
+// (which is also the order any thread that holds several of them must take them in):
+//
+//   registry lock → kOuter locks → each DmaPool's lock → each Mempool's lock → kLeaf locks
+//
+// The pools' own locks are taken through the pools (DmaPool/Mempool::ForkPrepare); other locks
+// are registered here. A kOuter lock may be held while taking pool locks, never while taking the
+// registry lock (the DmaPools' thread-cache lock). A kLeaf lock guards its owner's data only: no
+// pool, registry or other registered lock is taken while it is held (the CUDA block cache, the
+// RDMA registration table). The regions the shim hands out live in the Mempools' element tables.
+enum class ForkLockOrder { kOuter, kLeaf };
+// Registers `lock` for the rest of the process (it must never be destroyed). Takes the registry
+// lock: never call it with a pool lock or a registered lock held. In a fork child the handlers run
+// after those registered with pthread_atfork before the first call here or to RegisterPool.
+void HoldAcrossFork(FutexLock* lock, ForkLockOrder order);
 
 }  // namespace dmashim

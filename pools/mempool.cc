@@ -83,6 +83,11 @@ size_t Mempool::keep() const {
   return options_.keep.value_or(std::max<size_t>(reserve_, 8));
 }
 
+size_t Mempool::free_zeroed() const {
+  FutexLockGuard l(&mu_);
+  return clean_.size();
+}
+
 void Mempool::PublishLocked() {
   stats_->elements_total.store(static_cast<int64_t>(elements_.size()), std::memory_order_relaxed);
   PublishUseLocked();

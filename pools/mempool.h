@@ -187,6 +187,10 @@ class Mempool {
   PoolStats* mutable_stats() { return stats_; }
   size_t reserve() const;
   size_t keep() const;
+  // Free elements that are ready to hand out without zeroing: zeroed (eagerly or by the maintenance
+  // thread), or any free element with zero = none. Takes the pool lock briefly, so the zeroing of
+  // every element counted here happens-before the caller's next access to it.
+  size_t free_zeroed() const;
 
  private:
   enum class State : uint8_t { kFree, kInUse, kZeroing };

@@ -6,7 +6,8 @@
 #
 # Environment: BUILD_DIR (default build), JOBS (default 2), HUGEPAGES (default 256), ASAN (default 1:
 # a second stage builds build-asan with ASan+UBSan and runs the in-process tests there; 0 skips it),
-# ASAN_BUILD_DIR (default build-asan).
+# ASAN_BUILD_DIR (default build-asan), TSAN (default 0: 1 adds a third stage, the same tests under
+# ThreadSanitizer in build-tsan), TSAN_BUILD_DIR (default build-tsan).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -53,5 +54,21 @@ if [[ ${ASAN:-1} != 0 ]]; then
   ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
     UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
     ctest --test-dir "$asan_dir" --output-on-failure -L 'pools|config|exporter|reliability' \
+    -LE 'preload|fuzz'
+fi
+
+# Third stage, optional (TSAN=1): the same in-process tests under ThreadSanitizer, with zero reports
+# allowed (halt_on_error: the first report fails its test). The shim is built too, so it keeps
+# compiling under -fsanitize=thread with warnings as errors, but it is not preloaded anywhere: a
+# TSan-built shim needs libtsan loaded first in the program, as with ASan above. No suppressions:
+# Debian's uninstrumented Abseil is made visible to TSan by tests/sanitizers/tsan_absl_mutex.cc.
+if [[ ${TSAN:-0} != 0 ]]; then
+  tsan_dir=${TSAN_BUILD_DIR:-build-tsan}
+  cmake -S . -B "$tsan_dir" -G Ninja -DDMASHIM_WERROR=ON -DDMASHIM_SANITIZE=thread \
+    -DDMASHIM_BUILD_BENCH=OFF
+  ninja -C "$tsan_dir" -j"$jobs" dmashim dmashim_pools_test dmashim_config_test \
+    dmashim_exporter_test reliability_pools_test
+  TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+    ctest --test-dir "$tsan_dir" --output-on-failure -L 'pools|config|exporter|reliability' \
     -LE 'preload|fuzz'
 fi

@@ -1,8 +1,10 @@
 // CUDA pinned host memory: the hooks and the caching pool. See shim/cuda.h for the behaviour.
 //
 // Locking: CudaPool::mu_ guards the block table and the cache only; no CUDA call, dlsym or
-// DmaPool/Mempool call is made under it. The real functions are resolved (dlsym, dlopen NOLOAD)
-// at the first CUDA call, under a resolve lock that no pool lock is ever held with.
+// DmaPool/Mempool call is made under it — a leaf lock, held across fork after the pools' locks
+// (pools/maintenance.h), so a child never inherits it held by another thread. The real functions
+// are resolved (dlsym, dlopen NOLOAD) at the first CUDA call, under a resolve lock that no pool
+// lock is ever held with.
 #include "shim/cuda.h"
 
 #include <dlfcn.h>
@@ -21,6 +23,7 @@
 #include "absl/container/flat_hash_map.h"
 #include "pools/dma_pool.h"
 #include "pools/lock.h"
+#include "pools/maintenance.h"
 #include "pools/mempool.h"
 #include "pools/sys.h"
 #include "shim/real.h"
@@ -182,6 +185,7 @@ class CudaPool {
       auto p = Mempool::Create(std::move(o), nullptr, PageSysFor(f));
       if (p.ok()) pages_[f] = *std::move(p);
     }
+    HoldAcrossFork(&mu_, ForkLockOrder::kLeaf);  // CudaPools live as long as the process
   }
 
   // The reserve: `reserve` pages of the default flag set, pinned at the first CUDA call.

@@ -10,6 +10,7 @@
 
 #include "absl/container/flat_hash_map.h"
 #include "pools/lock.h"
+#include "pools/maintenance.h"
 #include "pools/sys.h"
 #include "shim/real.h"
 #include "shim/runtime.h"
@@ -43,8 +44,15 @@ struct Mr {
   PoolEntry* entry;
   size_t len;
 };
+// A leaf lock (only the table is touched under it), held across fork like the pools' locks
+// (pools/maintenance.h): a child must be able to deregister what it inherited.
 FutexLock g_mu;
 absl::flat_hash_map<uintptr_t, Mr>* g_mrs ABSL_GUARDED_BY(g_mu) = nullptr;
+
+void HoldTableLockAcrossFork() {
+  static const bool held = (HoldAcrossFork(&g_mu, ForkLockOrder::kLeaf), true);
+  (void)held;
+}
 
 void Publish(PoolEntry* e, int64_t delta_mrs, int64_t delta_bytes) {
   PoolStats* s = e->stats;
@@ -70,6 +78,7 @@ void* Register(const void* caller, size_t len, Call&& call) {
   if (rt == nullptr) return call();
   rt->NoteHookFired(Family::kIbverbs);
   ShimGuard guard;
+  HoldTableLockAcrossFork();
   PoolEntry* e = rt->RouteDevice(CallFamily::kIbverbs, caller);
   void* mr = nullptr;
   Guarded g = rt->Guard(e, len, [&] {
@@ -137,6 +146,7 @@ DMASHIM_HOOK int ibv_dereg_mr(void* mr) {
   if (f == nullptr) return ENOSYS;
   if (dmashim::ShimGuard::Active() || dmashim::Runtime::Get() == nullptr) return f(mr);
   dmashim::ShimGuard guard;
+  ib::HoldTableLockAcrossFork();
   ib::Mr m{nullptr, 0};
   {
     // Forgotten before the real call: once it returns, another thread may get the same address.

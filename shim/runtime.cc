@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "pools/maintenance.h"
 #include "pools/sys.h"
 #include "shim/diag.h"
 #include "shim/real.h"

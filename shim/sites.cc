@@ -78,6 +78,13 @@ void Record(PoolEntry* entry, const uintptr_t* pcs, int n, uint64_t wait_ns, boo
 // Threads waiting now, for the watchdog. A waiter claims a free slot (state 0 → 1), fills it and
 // publishes it (state 2); the maintenance thread copies an active slot and keeps the copy only if
 // the slot's generation did not change meanwhile (a seqlock without retries).
+//
+// Ordering without fences (ThreadSanitizer does not model std::atomic_thread_fence, and GCC refuses
+// one under -fsanitize=thread): the writer stores each field with release, after bumping `gen`;
+// the reader loads each field with acquire, before checking `state` and `gen` again. A field the
+// reader saw from a newer writer therefore carries that writer's `gen` bump with it (release →
+// acquire), and the re-check, which cannot move above the acquire loads, sees the change. On x86
+// both are plain moves, as the relaxed ones were.
 struct Waiter {
   std::atomic<uint32_t> state{0};
   std::atomic<uint64_t> gen{0};
@@ -105,11 +112,11 @@ int ClaimWaiter(PoolEntry* entry, const uintptr_t* pcs, int n) {
     uint32_t free_state = 0;
     if (!w.state.compare_exchange_strong(free_state, 1, std::memory_order_acquire)) continue;
     w.gen.fetch_add(1, std::memory_order_relaxed);
-    w.entry.store(entry, std::memory_order_relaxed);
-    w.start_ns.store(MonotonicNs(), std::memory_order_relaxed);
-    w.tid.store(static_cast<int32_t>(syscall(SYS_gettid)), std::memory_order_relaxed);
-    w.npcs.store(n, std::memory_order_relaxed);
-    for (int j = 0; j < n; ++j) w.pcs[j].store(pcs[j], std::memory_order_relaxed);
+    w.entry.store(entry, std::memory_order_release);
+    w.start_ns.store(MonotonicNs(), std::memory_order_release);
+    w.tid.store(static_cast<int32_t>(syscall(SYS_gettid)), std::memory_order_release);
+    w.npcs.store(n, std::memory_order_release);
+    for (int j = 0; j < n; ++j) w.pcs[j].store(pcs[j], std::memory_order_release);
     w.state.store(2, std::memory_order_release);
     return i;
   }
@@ -141,14 +148,13 @@ void Watchdog() {
     Waiter& w = g_waiters[i];
     const uint64_t gen = w.gen.load(std::memory_order_acquire);
     if (w.state.load(std::memory_order_acquire) != 2 || g_warned_gen[i] == gen) continue;
-    PoolEntry* entry = w.entry.load(std::memory_order_relaxed);
-    const uint64_t start = w.start_ns.load(std::memory_order_relaxed);
-    const int tid = w.tid.load(std::memory_order_relaxed);
-    int n = w.npcs.load(std::memory_order_relaxed);
+    PoolEntry* entry = w.entry.load(std::memory_order_acquire);
+    const uint64_t start = w.start_ns.load(std::memory_order_acquire);
+    const int tid = w.tid.load(std::memory_order_acquire);
+    int n = w.npcs.load(std::memory_order_acquire);
     uintptr_t pcs[kSiteMaxPcs];
     n = std::clamp(n, 0, static_cast<int>(kSiteMaxPcs));
-    for (int j = 0; j < n; ++j) pcs[j] = w.pcs[j].load(std::memory_order_relaxed);
-    std::atomic_thread_fence(std::memory_order_acquire);
+    for (int j = 0; j < n; ++j) pcs[j] = w.pcs[j].load(std::memory_order_acquire);
     if (w.state.load(std::memory_order_relaxed) != 2 || w.gen.load(std::memory_order_relaxed) != gen ||
         entry == nullptr) {
       continue;  // the wait ended (or the slot was reused) while we looked

@@ -5,13 +5,21 @@
 //   hold N SIZE FLAGS [keep]  N allocations held, then freed (not with keep): rcK = each cudaHostAlloc's result
 //   register SIZE       cudaHostRegister / GetFlags / Unregister of the program's own buffer
 //   foreign             cudaFreeHost / cudaHostGetFlags of a pointer no CUDA call returned
+//   forkstorm FORKS     two threads allocate and free small and large blocks while the main
+//                       thread forks FORKS times; each child allocates and frees, then exits
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
+#include <atomic>
 #include <cstdint>
 #include <string>
+#include <thread>
 #include <vector>
 
 extern "C" {
@@ -125,6 +133,65 @@ int Foreign() {
   return 0;
 }
 
+// One round of what the threads and the children do: small blocks (a DmaPool under the shim) and
+// one large block (the shim's cache). Returns false when a call failed.
+bool SmallAndLarge(int small) {
+  std::vector<void*> ps;
+  bool ok = true;
+  for (int i = 0; i < small + 1; ++i) {
+    void* p = nullptr;
+    const size_t size = i < small ? 1000 : 100000;
+    if (cudaHostAlloc(&p, size, 0) != 0 || p == nullptr) {
+      ok = false;
+      continue;
+    }
+    memset(p, 0x5a, size);
+    ps.push_back(p);
+  }
+  for (void* p : ps) ok &= cudaFreeHost(p) == 0;
+  return ok;
+}
+
+// A child that has not exited after 5 s is counted as hung and killed.
+int ForkStorm(int forks) {
+  std::atomic<bool> stop{false};
+  std::atomic<long> rounds{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&] {
+      while (!stop.load(std::memory_order_relaxed)) {
+        SmallAndLarge(100);
+        rounds.fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+  }
+  while (rounds.load() < 20) usleep(1000);  // pages pinned, large blocks cached: no new pins now
+  int done = 0, hung = 0, failed = 0;
+  for (; done < forks && hung == 0; ++done) {
+    const pid_t pid = fork();
+    if (pid < 0) break;
+    if (pid == 0) _exit(SmallAndLarge(50) ? 0 : 1);
+    int status = 0, waited = 0;
+    pid_t r;
+    while ((r = waitpid(pid, &status, WNOHANG)) == 0 && waited < 5000) {
+      usleep(1000);
+      ++waited;
+    }
+    if (r == 0) {
+      kill(pid, SIGKILL);
+      while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      ++hung;
+    } else if (r < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      ++failed;
+    }
+  }
+  stop.store(true);
+  for (auto& t : threads) t.join();
+  printf("forks=%d hung=%d failed=%d\n", done, hung, failed);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -137,6 +204,9 @@ int main(int argc, char** argv) {
   }
   if (mode == "register" && argc == 3) return Register(strtoull(argv[2], nullptr, 10));
   if (mode == "foreign") return Foreign();
-  fprintf(stderr, "usage: cuda_loop loop N | hold N SIZE FLAGS [keep] | register SIZE | foreign\n");
+  if (mode == "forkstorm" && argc == 3) return ForkStorm(atoi(argv[2]));
+  fprintf(stderr,
+          "usage: cuda_loop loop N | hold N SIZE FLAGS [keep] | register SIZE | foreign | "
+          "forkstorm FORKS\n");
   return 2;
 }

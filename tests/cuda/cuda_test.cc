@@ -210,5 +210,16 @@ TEST_F(CudaTest, WithoutACudaPoolCallsPassThroughAndAreTimed) {
   EXPECT_GE(Get(p->source_ns), 16u * 2'000'000);
 }
 
+// The CUDA pool's block-cache lock (and the DmaPools' under it) is held across fork: a child forked
+// while other threads allocate and free pinned blocks can allocate and free too, instead of waiting
+// for ever on a lock held by a thread that is not in the child. (Only the shim's state is
+// exercised here: the real CUDA runtime cannot be used in a fork child at all.)
+TEST_F(CudaTest, ForkWhileOtherThreadsAllocateLeavesTheChildAbleToAllocate) {
+  RunResult r = Run(true, {"forkstorm", "100"}, kCachePool);
+  EXPECT_EQ(r.kv["forks"], "100") << r.out << r.err;
+  EXPECT_EQ(r.kv["hung"], "0") << "a child hung (killed after 5 s)";
+  EXPECT_EQ(r.kv["failed"], "0");
+}
+
 }  // namespace
 }  // namespace dmashim::testing

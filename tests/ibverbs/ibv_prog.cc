@@ -4,6 +4,8 @@
 //   reg N SIZE [fork_init] [keep]   N registrations; a fork child reads every buffer; dereg all
 //   optional SIZE                   one registration through the macro's ibv_reg_mr_iova2 path
 //   wait SIZE                       2 held; a thread deregisters one after 100 ms; a third waits
+//   forkstorm FORKS                 two threads register and deregister while the main thread
+//                                   forks FORKS times; each child registers and deregisters
 #include <infiniband/verbs.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -13,9 +15,13 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <signal.h>
+
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <string>
+#include <thread>
 #include <vector>
 
 extern "C" unsigned long ibverbs_standin_count(const char* what);
@@ -132,6 +138,57 @@ int Wait(size_t size) {
   return 0;
 }
 
+bool RegDereg(char* buf, size_t size) {
+  ibv_mr* mr = ibv_reg_mr(FakePd(), buf, size, IBV_ACCESS_LOCAL_WRITE);
+  return mr != nullptr && ibv_dereg_mr(mr) == 0;
+}
+
+// A child that has not exited after 5 s is counted as hung and killed.
+int ForkStorm(int forks) {
+  constexpr size_t kSize = 65536;
+  std::atomic<bool> stop{false};
+  std::atomic<long> rounds{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&] {
+      char* b = static_cast<char*>(aligned_alloc(4096, kSize));
+      while (!stop.load(std::memory_order_relaxed)) {
+        RegDereg(b, kSize);
+        rounds.fetch_add(1, std::memory_order_relaxed);
+      }
+      free(b);
+    });
+  }
+  while (rounds.load() < 10) usleep(1000);
+  int done = 0, hung = 0, failed = 0;
+  for (; done < forks && hung == 0; ++done) {
+    const pid_t pid = fork();
+    if (pid < 0) break;
+    if (pid == 0) {
+      char* b = static_cast<char*>(aligned_alloc(4096, kSize));
+      _exit(b != nullptr && RegDereg(b, kSize) ? 0 : 1);
+    }
+    int status = 0, waited = 0;
+    pid_t r;
+    while ((r = waitpid(pid, &status, WNOHANG)) == 0 && waited < 5000) {
+      usleep(1000);
+      ++waited;
+    }
+    if (r == 0) {
+      kill(pid, SIGKILL);
+      while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+      }
+      ++hung;
+    } else if (r < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+      ++failed;
+    }
+  }
+  stop.store(true);
+  for (auto& t : threads) t.join();
+  printf("forks=%d hung=%d failed=%d\n", done, hung, failed);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -147,6 +204,9 @@ int main(int argc, char** argv) {
   }
   if (mode == "optional") return Optional(strtoull(argv[2], nullptr, 10));
   if (mode == "wait") return Wait(strtoull(argv[2], nullptr, 10));
-  fprintf(stderr, "usage: ibv_prog reg N SIZE [fork_init] [keep] | optional SIZE | wait SIZE\n");
+  if (mode == "forkstorm") return ForkStorm(atoi(argv[2]));
+  fprintf(stderr,
+          "usage: ibv_prog reg N SIZE [fork_init] [keep] | optional SIZE | wait SIZE | "
+          "forkstorm FORKS\n");
   return 2;
 }

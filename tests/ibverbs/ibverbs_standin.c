@@ -29,6 +29,14 @@ static size_t g_registered;
 static unsigned long g_reg_calls, g_dereg_calls;
 static int g_fork_enabled;
 
+/* Fork-safe like a real library has to be: the lock is held across fork, so a child of a
+   multi-threaded program never inherits it held (the shim's fork test measures the shim). */
+static void LockForFork(void) { pthread_mutex_lock(&g_mu); }
+static void UnlockAfterFork(void) { pthread_mutex_unlock(&g_mu); }
+__attribute__((constructor)) static void InstallForkHandlers(void) {
+  pthread_atfork(LockForFork, UnlockAfterFork, UnlockAfterFork);
+}
+
 static void Range(void* addr, size_t len, uintptr_t* lo, size_t* plen) {
   *lo = (uintptr_t)addr & ~(uintptr_t)4095;
   *plen = (((uintptr_t)addr + len + 4095) & ~(uintptr_t)4095) - *lo;

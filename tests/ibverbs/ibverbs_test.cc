@@ -128,5 +128,15 @@ TEST_F(IbverbsTest, ForkBehaviourIsRdmaCoresNotTheShims) {
   EXPECT_EQ(ushim.kv, uplain.kv);
 }
 
+// The shim's table of registered regions is guarded by a lock that is held across fork: a child
+// forked while other threads register and deregister can register and deregister too, instead of
+// waiting for ever on a lock held by a thread that is not in the child.
+TEST_F(IbverbsTest, ForkWhileOtherThreadsRegisterLeavesTheChildAbleToRegister) {
+  RunResult r = Run(true, {"forkstorm", "500"}, kPool, {{"IBVERBS_STANDIN_DELAY_US", "0"}});
+  EXPECT_EQ(r.kv["forks"], "500") << r.out << r.err;
+  EXPECT_EQ(r.kv["hung"], "0") << "a child hung (killed after 5 s)";
+  EXPECT_EQ(r.kv["failed"], "0");
+}
+
 }  // namespace
 }  // namespace dmashim::testing
