@@ -18,6 +18,7 @@
 #include <string>
 
 #include "exporter/collector.h"
+#include "exporter/metric_sink.h"
 #include "prometheus/exposer.h"
 
 namespace {
@@ -77,7 +78,10 @@ int main(int argc, char** argv) {
 
   auto collector = std::make_shared<dmashim::SegmentCollector>(options);
   if (once) {
-    std::cout << dmashim::SerializeText(collector->Collect());
+    dmashim::TextSink text;
+    collector->ScrapeText(text);
+    std::cout.write(text.text().data(), static_cast<std::streamsize>(text.text().size()));
+    std::cout.flush();
     return std::cout.good() ? 0 : 1;
   }
 
