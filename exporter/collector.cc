@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 
+#include "absl/cleanup/cleanup.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -332,7 +333,7 @@ class Merged {
     if (inserted) list_.emplace_back().labels = labels;
     return {&list_[it->second], inserted};
   }
-  // In label order, as prometheus-cpp's registry orders series.
+  // In label order (SeriesLabels::operator<), so a scrape's text does not depend on readdir.
   std::vector<const Agg*> Sorted() const {
     std::vector<const Agg*> out;
     out.reserve(list_.size());
@@ -424,12 +425,17 @@ void SegmentCollector::ReadAll(Read& read) const {
       if (name.empty() || name[0] == '.' || !absl::EndsWith(name, ".seg")) continue;
       names.push_back(std::move(name));
     }
+    // Call sites are for `dmashim stat --sites`, not metrics; one buffer serves every segment.
+    ReadOptions read_options{.sites = false, .reuse = nullptr};
     for (const std::string& name : names) {
-      absl::StatusOr<Snapshot> snap = ReadSegment(dirfd, name, options_.reader_euid);
+      absl::StatusOr<Snapshot> snap = ReadSegment(dirfd, name, options_.reader_euid,
+                                                  std::move(read_options));
       if (!snap.ok()) {
         ++errors_[ErrorReason(snap.status())];
+        read_options = {.sites = false, .reuse = nullptr};
         continue;
       }
+      absl::Cleanup give_back = [&] { read_options.reuse = std::move(snap->data); };
       bool alive = !snap->exited &&
                    ProcessAlive(snap->pid, snap->start_time_ticks, options_.proc_root);
       if (!alive) {

@@ -9,7 +9,7 @@ target_include_directories(dmashim_exporter_lib PUBLIC ${PROJECT_SOURCE_DIR})
 # The layout header needs only pools/stats.h (header + InitPoolStats); no writer code is linked.
 target_link_libraries(dmashim_exporter_lib PUBLIC
   dmashim_pools prometheus-cpp::core absl::status absl::statusor absl::strings
-  absl::synchronization absl::function_ref absl::flat_hash_map)
+  absl::synchronization absl::function_ref absl::flat_hash_map absl::cleanup)
 
 # GET /metrics on prometheus-cpp's Exposer, answered with the collector's text (civetweb callback).
 add_library(dmashim_exporter_http STATIC ${CMAKE_CURRENT_LIST_DIR}/metrics_endpoint.cc)

@@ -82,6 +82,7 @@ char* TextSink::Reserve(size_t n) {
 
 void TextSink::BeginFamily(const FamilyDesc& family) {
   family_ = &family;
+  name_ = family.name;
   header_written_ = false;
   le_.clear();
   char num[32];
@@ -91,7 +92,7 @@ void TextSink::BeginFamily(const FamilyDesc& family) {
 void TextSink::WriteHeaderOnce() {
   if (header_written_) return;
   header_written_ = true;
-  absl::string_view name = family_->name, help = family_->help, type = TypeName(family_->type);
+  absl::string_view name = name_, help = family_->help, type = TypeName(family_->type);
   char* p = Reserve(2 * name.size() + help.size() + type.size() + 20);
   if (!help.empty()) {
     p = Put(p, "# HELP ");
@@ -110,7 +111,7 @@ void TextSink::WriteHeaderOnce() {
 
 char* TextSink::Head(char* p, absl::string_view suffix, const SeriesLabels& labels,
                      absl::string_view extra_name, absl::string_view extra_value) const {
-  p = Put(p, family_->name);
+  p = Put(p, name_);
   p = Put(p, suffix);
   absl::string_view text = labels.text();
   if (!text.empty() || !extra_name.empty()) {
@@ -133,7 +134,7 @@ char* TextSink::Head(char* p, absl::string_view suffix, const SeriesLabels& labe
 void TextSink::Sample(const SeriesLabels& labels, absl::string_view extra_name,
                       absl::string_view extra_value, double value) {
   WriteHeaderOnce();
-  char* p = Reserve(strlen(family_->name) + labels.text().size() + extra_name.size() +
+  char* p = Reserve(name_.size() + labels.text().size() + extra_name.size() +
                     2 * extra_value.size() + 48);
   p = Head(p, "", labels, extra_name, extra_value);
   p = FormatDouble(p, value);
@@ -146,7 +147,7 @@ void TextSink::Histogram(const SeriesLabels& labels, const uint64_t* cumulative,
   const size_t n = le_.size();
   const uint64_t count = n != 0 ? cumulative[n - 1] : 0;
   // Every line: name + "_bucket" + labels + le="…" (≤ 32) + a value (≤ 32) + punctuation.
-  const size_t line = strlen(family_->name) + labels.text().size() + 96;
+  const size_t line = name_.size() + labels.text().size() + 96;
   char* p = Reserve((n + 3) * line);
   p = Head(p, "_count", labels, "", "");
   p = PutUint(p, count);

@@ -41,8 +41,8 @@ class SeriesLabels {
   const std::vector<prometheus::ClientMetric::Label>& pairs() const { return pairs_; }
   absl::string_view text() const { return text_; }
 
-  // Ordered by the pairs, as prometheus-cpp orders label sets.
-  bool operator<(const SeriesLabels& o) const { return pairs_ < o.pairs_; }
+  // Ordered by their text: one comparison, and the pairs' order but for escaped characters.
+  bool operator<(const SeriesLabels& o) const { return text_ < o.text_; }
 
  private:
   std::vector<prometheus::ClientMetric::Label> pairs_;
@@ -92,6 +92,7 @@ class TextSink : public MetricSink {
   std::string buf_;  // capacity grows to the largest scrape and stays
   size_t size_ = 0;
   const FamilyDesc* family_ = nullptr;
+  absl::string_view name_;  // family_->name
   bool header_written_ = false;
   std::vector<std::string> le_;  // the current histogram's bounds, formatted
 };

@@ -6,6 +6,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstddef>
 #include <fstream>
 #include <sstream>
 
@@ -53,7 +54,7 @@ absl::Status CheckHeader(const SegmentHeader& h) {
 }
 
 // Validates what the segment says beyond its header, filling `snap`.
-absl::Status Interpret(SegmentFile& f, Snapshot& snap) {
+absl::Status Interpret(SegmentFile& f, bool sites, Snapshot& snap) {
   const SegmentProcess& p = f.process;
   if (p.pid <= 0) return Bad(segment_error::kBadLayout, absl::StrCat("pid ", p.pid));
   if (p.uid != snap.file_uid)
@@ -92,6 +93,7 @@ absl::Status Interpret(SegmentFile& f, Snapshot& snap) {
     snap.pools.push_back(&s);
   }
 
+  if (!sites) return absl::OkStatus();
   // A slot may be mid-claim (hash set, not ready) or garbage: skip rather than refuse, so one
   // bad site never hides the pools.
   for (const CallSite& site : f.sites) {
@@ -110,7 +112,8 @@ absl::Status Interpret(SegmentFile& f, Snapshot& snap) {
 
 }  // namespace
 
-absl::StatusOr<Snapshot> ReadSegment(int dirfd, const std::string& name, uid_t reader_euid) {
+absl::StatusOr<Snapshot> ReadSegment(int dirfd, const std::string& name, uid_t reader_euid,
+                                     ReadOptions options) {
   // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
   int fd = openat(dirfd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
   if (fd < 0) {
@@ -138,15 +141,17 @@ absl::StatusOr<Snapshot> ReadSegment(int dirfd, const std::string& name, uid_t r
   Snapshot snap;
   snap.file_name = name;
   snap.file_uid = st.st_uid;
-  snap.data = std::make_shared<SegmentFile>();
-  ssize_t got = ReadFully(fd, static_cast<void*>(snap.data.get()), sizeof(SegmentFile));
+  if (options.reuse != nullptr && options.reuse.use_count() == 1) snap.data = std::move(options.reuse);
+  else snap.data = std::make_shared<SegmentFile>();
+  const size_t want = options.sites ? sizeof(SegmentFile) : offsetof(SegmentFile, sites);
+  ssize_t got = ReadFully(fd, static_cast<void*>(snap.data.get()), want);
   if (got < 0) return Unavailable(segment_error::kRead, strerror(errno));
   // The file may have shrunk between fstat and read.
-  if (static_cast<size_t>(got) < sizeof(SegmentFile))
+  if (static_cast<size_t>(got) < want)
     return Bad(segment_error::kTruncated, absl::StrCat(name, ": read ", got, " bytes"));
 
   if (absl::Status s = CheckHeader(snap.data->header); !s.ok()) return s;
-  if (absl::Status s = Interpret(*snap.data, snap); !s.ok()) return s;
+  if (absl::Status s = Interpret(*snap.data, options.sites, snap); !s.ok()) return s;
   return snap;
 }
 
