@@ -342,6 +342,10 @@ class Merged {
               [](const Agg* a, const Agg* b) { return a->labels < b->labels; });
     return out;
   }
+  void Clear() {
+    index_.clear();
+    list_.clear();
+  }
 
  private:
   absl::flat_hash_map<std::string, size_t> index_;
@@ -356,6 +360,15 @@ struct SegmentCollector::Read {
   std::map<std::string, double> node_total, node_free;  // by page size label
   size_t segments = 0;
   double seconds = 0;  // reading took
+
+  void Clear() {
+    processes.Clear();
+    pools.Clear();
+    node_total.clear();
+    node_free.clear();
+    segments = 0;
+    seconds = 0;
+  }
 };
 
 namespace {
@@ -540,11 +553,14 @@ void SegmentCollector::Emit(const Read& read, MetricSink& sink) const {
   }
 }
 
+SegmentCollector::~SegmentCollector() = default;
+
 void SegmentCollector::Scrape(MetricSink& sink) const {
   absl::MutexLock lock(&mu_);
-  Read read;
-  ReadAll(read);
-  Emit(read, sink);
+  if (read_ == nullptr) read_ = std::make_unique<Read>();
+  read_->Clear();
+  ReadAll(*read_);
+  Emit(*read_, sink);
 }
 
 void SegmentCollector::ScrapeText(TextSink& out) const {

@@ -17,6 +17,7 @@
 #include <sys/types.h>
 
 #include <map>
+#include <memory>
 #include <set>
 #include <string>
 #include <vector>
@@ -40,6 +41,7 @@ struct CollectorOptions {
 class SegmentCollector : public prometheus::Collectable {
  public:
   explicit SegmentCollector(CollectorOptions options);
+  ~SegmentCollector() override;
 
   // One scrape into `sink`: reads every segment, reaps the dead ones already exported, never
   // throws on a bad segment (it is skipped and counted). Thread-safe; scrapes are serialised.
@@ -63,6 +65,8 @@ class SegmentCollector : public prometheus::Collectable {
   mutable uint64_t reaped_ ABSL_GUARDED_BY(mu_) = 0;
   // Segments of dead processes exported at the last scrape: reaped at the next.
   mutable std::set<std::string> exported_dead_ ABSL_GUARDED_BY(mu_);
+  // The last scrape's reading, cleared and refilled at the next (its tables keep their size).
+  mutable std::unique_ptr<Read> read_ ABSL_GUARDED_BY(mu_);
 };
 
 // prometheus-cpp's text exposition of `families` (the same text a TextSink writes).

@@ -84,9 +84,10 @@ void TextSink::BeginFamily(const FamilyDesc& family) {
   family_ = &family;
   name_ = family.name;
   header_written_ = false;
-  le_.clear();
+  le_tail_.clear();
   char num[32];
-  for (double bound : family.buckets) le_.emplace_back(num, FormatDouble(num, bound));
+  for (double bound : family.buckets)
+    le_tail_.push_back(std::string(num, FormatDouble(num, bound)) + "\"} ");
 }
 
 void TextSink::WriteHeaderOnce() {
@@ -144,7 +145,7 @@ void TextSink::Sample(const SeriesLabels& labels, absl::string_view extra_name,
 
 void TextSink::Histogram(const SeriesLabels& labels, const uint64_t* cumulative, double sum) {
   WriteHeaderOnce();
-  const size_t n = le_.size();
+  const size_t n = le_tail_.size();
   const uint64_t count = n != 0 ? cumulative[n - 1] : 0;
   // Every line: name + "_bucket" + labels + le="…" (≤ 32) + a value (≤ 32) + punctuation.
   const size_t line = name_.size() + labels.text().size() + 96;
@@ -155,14 +156,24 @@ void TextSink::Histogram(const SeriesLabels& labels, const uint64_t* cumulative,
   p = Head(p, "_sum", labels, "", "");
   p = FormatDouble(p, sum);
   *p++ = '\n';
+  // Every bucket line starts with `name_bucket{labels,le="`: written once, then copied.
+  const char* prefix = p;
+  p = Put(p, name_);
+  p = Put(p, "_bucket{");
+  p = Put(p, labels.text());
+  if (!labels.text().empty()) *p++ = ',';
+  p = Put(p, "le=\"");
+  const size_t prefix_size = static_cast<size_t>(p - prefix);
   for (size_t i = 0; i < n; ++i) {
-    p = Head(p, "_bucket", labels, "le", le_[i]);
+    if (i != 0) p = Put(p, absl::string_view(prefix, prefix_size));
+    p = Put(p, le_tail_[i]);
     p = PutUint(p, cumulative[i]);
     *p++ = '\n';
   }
   // prometheus-cpp adds the +Inf bucket when the bounds do not end with it.
   if (n == 0 || !std::isinf(family_->buckets[n - 1])) {
-    p = Head(p, "_bucket", labels, "le", "+Inf");
+    if (n != 0) p = Put(p, absl::string_view(prefix, prefix_size));
+    p = Put(p, "+Inf\"} ");
     p = PutUint(p, count);
     *p++ = '\n';
   }

@@ -94,7 +94,7 @@ class TextSink : public MetricSink {
   const FamilyDesc* family_ = nullptr;
   absl::string_view name_;  // family_->name
   bool header_written_ = false;
-  std::vector<std::string> le_;  // the current histogram's bounds, formatted
+  std::vector<std::string> le_tail_;  // the current histogram's bounds, as `0.005"} `
 };
 
 // Collects prometheus-cpp MetricFamily objects.

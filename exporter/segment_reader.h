@@ -74,8 +74,9 @@ inline constexpr char kUidMismatch[] = "uid_mismatch";  // the writer's uid is n
 
 // What ReadSegment copies besides the header, the process and its pools.
 struct ReadOptions {
-  // The call-site table (two thirds of the file). Without it Snapshot::sites stays empty and the
-  // table's bytes in Snapshot::data are not the file's: the exporter's scrape does not need them.
+  // The call-site table (two thirds of the file). Without it Snapshot::sites stays empty, only
+  // the pool records in use are read, and the rest of Snapshot::data is not the file's: the
+  // exporter's scrape needs no more.
   bool sites = true;
   // Storage to read into when nobody else holds it (a scrape reads 1,000 segments one after the
   // other into one buffer); a fresh one is allocated otherwise.

@@ -316,6 +316,8 @@ TEST(SegmentReader, StartTimeParsingSurvivesHostileComm) {
   EXPECT_EQ(ParseStartTime("12 (a) (b c) d)" + fields + " 98765 23 24"), 98765u);
   EXPECT_EQ(ParseStartTime("12 (no closing paren 1 2 3"), 0u);
   EXPECT_EQ(ParseStartTime("12 (short) R 1 2"), 0u);
+  EXPECT_EQ(ParseStartTime("12 (x)  " + fields + "   98765 "), 98765u);  // runs of spaces
+  EXPECT_EQ(ParseStartTime("12 (x)" + fields + " 98765x 23"), 0u);
 }
 
 }  // namespace

@@ -322,6 +322,44 @@ TEST(TextSink, EmptyRunDirectoryStillMatches) {
   EXPECT_EQ(Sample(std::string(text.text()), "dmashim_exporter_segments"), 0);
 }
 
+// The sinks on their own, over shapes the collector does not produce today: bounds without +Inf,
+// a histogram without buckets, no labels at all, an empty HELP, a family with no sample.
+TEST(TextSink, MatchesTextSerializerForHandMadeFamilies) {
+  static constexpr double kBounds[] = {0.5, 2};
+  const FamilyDesc counter{"c_total", "a counter", prometheus::MetricType::Counter, {}};
+  const FamilyDesc empty{"never", "no samples", prometheus::MetricType::Gauge, {}};
+  const FamilyDesc gauge{"g", "", prometheus::MetricType::Gauge, {}};
+  const FamilyDesc hist{"h_seconds", "bounds without +Inf", prometheus::MetricType::Histogram,
+                        kBounds};
+  const FamilyDesc bare{"b", "no buckets", prometheus::MetricType::Histogram, {}};
+  SeriesLabels none, some;
+  some.Add("pool", "a\"b").Add("x", "");
+  TextSink text;
+  FamilySink families;
+  TeeSink tee(text, families);
+  for (int scrape = 0; scrape < 2; ++scrape) {  // the second reuses the buffer
+    text.Clear();
+    tee.BeginFamily(counter);
+    tee.Sample(none, "", "", 1e300);
+    tee.Sample(some, "", "", 0.1);
+    tee.Sample(none, "only", "extra\n", -0.0);
+    tee.BeginFamily(empty);
+    tee.BeginFamily(gauge);
+    tee.Sample(some, "k", "v", -7);
+    tee.BeginFamily(hist);
+    const uint64_t cumulative[] = {1, 5};
+    tee.Histogram(some, cumulative, 3.25);
+    tee.Histogram(none, cumulative, 0);
+    tee.BeginFamily(bare);
+    tee.Histogram(some, nullptr, 0.5);
+    const std::string serialized = SerializeText(families.Take());
+    EXPECT_EQ(std::string(text.text()), serialized) << FirstDifference(std::string(text.text()),
+                                                                       serialized);
+  }
+  EXPECT_EQ(std::string(text.text()).find("never"), std::string::npos);
+  EXPECT_NE(std::string(text.text()).find("h_seconds_bucket{le=\"+Inf\"} 5\n"), std::string::npos);
+}
+
 std::string Printf16g(double v) {
   char buf[64];
   snprintf(buf, sizeof buf, "%.16g", v);
