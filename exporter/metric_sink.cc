@@ -17,10 +17,20 @@ char* Put(char* p, absl::string_view s) {
 char* PutEscaped(char* p, absl::string_view s) {
   for (char c : s) {
     switch (c) {
-      case '\\': *p++ = '\\'; *p++ = '\\'; break;
-      case '"': *p++ = '\\'; *p++ = '"'; break;
-      case '\n': *p++ = '\\'; *p++ = 'n'; break;
-      default: *p++ = c;
+      case '\\':
+        *p++ = '\\';
+        *p++ = '\\';
+        break;
+      case '"':
+        *p++ = '\\';
+        *p++ = '"';
+        break;
+      case '\n':
+        *p++ = '\\';
+        *p++ = 'n';
+        break;
+      default:
+        *p++ = c;
     }
   }
   return p;
@@ -38,11 +48,16 @@ char* PutUint(char* p, uint64_t v) {
 
 const char* TypeName(prometheus::MetricType type) {
   switch (type) {
-    case prometheus::MetricType::Counter: return "counter";
-    case prometheus::MetricType::Gauge: return "gauge";
-    case prometheus::MetricType::Histogram: return "histogram";
-    case prometheus::MetricType::Summary: return "summary";
-    case prometheus::MetricType::Untyped: break;
+    case prometheus::MetricType::Counter:
+      return "counter";
+    case prometheus::MetricType::Gauge:
+      return "gauge";
+    case prometheus::MetricType::Histogram:
+      return "histogram";
+    case prometheus::MetricType::Summary:
+      return "summary";
+    case prometheus::MetricType::Untyped:
+      break;
   }
   return "untyped";
 }
@@ -200,9 +215,14 @@ void FamilySink::Sample(const SeriesLabels& labels, absl::string_view extra_name
   prometheus::ClientMetric& m = Next(labels);
   if (!extra_name.empty()) m.label.push_back({std::string(extra_name), std::string(extra_value)});
   switch (family_->type) {
-    case prometheus::MetricType::Counter: m.counter.value = value; break;
-    case prometheus::MetricType::Gauge: m.gauge.value = value; break;
-    default: m.untyped.value = value;
+    case prometheus::MetricType::Counter:
+      m.counter.value = value;
+      break;
+    case prometheus::MetricType::Gauge:
+      m.gauge.value = value;
+      break;
+    default:
+      m.untyped.value = value;
   }
 }
 

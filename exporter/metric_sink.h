@@ -1,6 +1,6 @@
-// Where a scrape's series go. The collector (exporter/collector.h) decides which series exist, their
-// labels, values and merging, and hands them to a MetricSink, one family at a time; the sink only
-// writes them down. Two sinks, so there is one producer and no second copy to drift:
+// Where a scrape's series go. The collector (exporter/collector.h) decides which series exist,
+// their labels, values and merging, and hands them to a MetricSink, one family at a time; the sink
+// only writes them down. Two sinks, so there is one producer and no second copy to drift:
 //
 //   TextSink    the exposition text itself, written straight into one buffer reused across
 //               scrapes: what /metrics and --once serve (DESIGN §8 figure 7: a scrape of 1,000

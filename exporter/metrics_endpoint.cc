@@ -28,12 +28,12 @@ MetricsEndpoint::MetricsEndpoint(std::shared_ptr<const SegmentCollector> collect
                    .Help("Number of times metrics were scraped")
                    .Register(registry_)
                    .Add({})),
-      latencies_(prometheus::BuildSummary()
-                     .Name("exposer_request_latencies")
-                     .Help("Latencies of serving scrape requests, in microseconds")
-                     .Register(registry_)
-                     .Add({}, prometheus::Summary::Quantiles{
-                                  {0.5, 0.05}, {0.9, 0.01}, {0.99, 0.001}})) {
+      latencies_(
+          prometheus::BuildSummary()
+              .Name("exposer_request_latencies")
+              .Help("Latencies of serving scrape requests, in microseconds")
+              .Register(registry_)
+              .Add({}, prometheus::Summary::Quantiles{{0.5, 0.05}, {0.9, 0.01}, {0.99, 0.001}})) {
   MetricsEndpoint* none = nullptr;
   if (!g_endpoint.compare_exchange_strong(none, this)) {
     std::cerr << "dmashim: a second MetricsEndpoint\n";
@@ -64,8 +64,8 @@ int MetricsEndpoint::Handle(mg_connection* conn) {
   if (mg_write(conn, self_.data(), self_.size()) > 0)
     mg_write(conn, text_.text().data(), text_.text().size());
   const auto took = std::chrono::steady_clock::now() - started;
-  latencies_.Observe(static_cast<double>(
-      std::chrono::duration_cast<std::chrono::microseconds>(took).count()));
+  latencies_.Observe(
+      static_cast<double>(std::chrono::duration_cast<std::chrono::microseconds>(took).count()));
   bytes_.Increment(static_cast<double>(size));
   scrapes_.Increment();
   return 1;

@@ -20,9 +20,9 @@
 #include <memory>
 #include <string>
 
+#include "CivetServer.h"  // CivetCallbacks, what the Exposer takes
 #include "absl/base/thread_annotations.h"
 #include "absl/synchronization/mutex.h"
-#include "CivetServer.h"  // CivetCallbacks, what the Exposer takes
 #include "civetweb.h"
 #include "exporter/collector.h"
 #include "exporter/metric_sink.h"

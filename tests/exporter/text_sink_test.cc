@@ -74,8 +74,8 @@ std::string FirstDifference(const std::string& a, const std::string& b) {
   while (i < a.size() && i < b.size() && a[i] == b[i]) ++i;
   size_t line = a.rfind('\n', i == 0 ? 0 : i - 1);
   line = line == std::string::npos ? 0 : line + 1;
-  return absl::StrCat("fast:       ", a.substr(line, a.find('\n', i) - line), "\nserialized: ",
-                      b.substr(line, b.find('\n', i) - line));
+  return absl::StrCat("fast:       ", a.substr(line, a.find('\n', i) - line),
+                      "\nserialized: ", b.substr(line, b.find('\n', i) - line));
 }
 
 void ExpectSameText(const BothTexts& t) {
@@ -92,8 +92,8 @@ constexpr uint64_t kStart = 777;
 class ForgedRun {
  public:
   ForgedRun() {
-    for (const char* d : {"run", "proc", "writer", "hugepages/hugepages-2048kB",
-                          "hugepages/hugepages-1048576kB"})
+    for (const char* d :
+         {"run", "proc", "writer", "hugepages/hugepages-2048kB", "hugepages/hugepages-1048576kB"})
       std::filesystem::create_directories(dir_ / d);
     testing::WriteFile(dir_ / "hugepages/hugepages-2048kB/nr_hugepages", "256\n");
     testing::WriteFile(dir_ / "hugepages/hugepages-2048kB/free_hugepages", "17\n");
@@ -353,8 +353,8 @@ TEST(TextSink, MatchesTextSerializerForHandMadeFamilies) {
     tee.BeginFamily(bare);
     tee.Histogram(some, nullptr, 0.5);
     const std::string serialized = SerializeText(families.Take());
-    EXPECT_EQ(std::string(text.text()), serialized) << FirstDifference(std::string(text.text()),
-                                                                       serialized);
+    EXPECT_EQ(std::string(text.text()), serialized)
+        << FirstDifference(std::string(text.text()), serialized);
   }
   EXPECT_EQ(std::string(text.text()).find("never"), std::string::npos);
   EXPECT_NE(std::string(text.text()).find("h_seconds_bucket{le=\"+Inf\"} 5\n"), std::string::npos);
@@ -372,6 +372,7 @@ std::string Format(double v) {
 }
 
 TEST(FormatDouble, IsPrintfPercent16g) {
+  // clang-format off
   std::vector<double> values = {0.0,     -0.0,    1.0,       -1.0,     0.1,     0.3,
                                 1e-9,    1e-05,   0.005,     2.5,      30,      40.002,
                                 99999,   100000,  1e15,      1e16 - 2, 1e16,    1e16 + 2,
@@ -379,13 +380,14 @@ TEST(FormatDouble, IsPrintfPercent16g) {
                                 DBL_MIN, 5e-324,  -DBL_MAX,  9007199254740993.0,
                                 static_cast<double>(std::numeric_limits<uint64_t>::max()),
                                 static_cast<double>(std::numeric_limits<int64_t>::min())};
+  // clang-format on
   std::mt19937_64 rng(42);
   for (int i = 0; i < 200'000; ++i) {
     uint64_t bits = rng();
     double d;
     memcpy(&d, &bits, sizeof d);
     if (!std::isnan(d)) values.push_back(d);
-    values.push_back(static_cast<double>(rng() % 100'000'000'000'000'000u));  // integers ≤ 1e17
+    values.push_back(static_cast<double>(rng() % 100'000'000'000'000'000u));   // integers ≤ 1e17
     values.push_back(static_cast<double>(rng() % 10'000'000'000'000u) / 1e9);  // seconds
     values.push_back(std::ldexp(1.0, static_cast<int>(rng() % 2000) - 1000));
   }
