@@ -15,6 +15,8 @@ dmashim_require_package(absl libabsl-dev CONFIG)
 dmashim_require_package(Libunwind libunwind-dev)
 dmashim_require_package(tomlplusplus libtomlplusplus-dev CONFIG)
 dmashim_require_package(prometheus-cpp prometheus-cpp-dev CONFIG)
+# The exporter answers GET /metrics in a civetweb callback on prometheus-cpp's Exposer.
+dmashim_require_package(civetweb libcivetweb-dev CONFIG)
 if(DMASHIM_BUILD_TESTS)
   dmashim_require_package(GTest "googletest libgtest-dev")
 endif()

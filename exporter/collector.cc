@@ -6,12 +6,16 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <array>
 #include <chrono>
-#include <deque>
 #include <fstream>
 #include <limits>
-#include <sstream>
+#include <memory>
+#include <optional>
 
+#include "absl/cleanup/cleanup.h"
+#include "absl/container/flat_hash_map.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -22,93 +26,286 @@
 namespace dmashim {
 namespace {
 
-using prometheus::ClientMetric;
 using prometheus::MetricType;
-using Labels = std::vector<ClientMetric::Label>;
+constexpr auto C = MetricType::Counter;
+constexpr auto G = MetricType::Gauge;
+constexpr auto H = MetricType::Histogram;
 
+// How samples with equal labels combine (see collector.h).
 enum class Merge { kSum, kMax };
+// What one series of a family describes: a process, a pool (a DmaPool only), the node, the
+// exporter itself.
+enum class Scope { kProcess, kPool, kDmaPool, kNode, kExporter };
 
-// One metric family being assembled; samples with equal labels are merged (see collector.h).
-class Family {
- public:
-  Family(std::string name, std::string help, MetricType type, Merge merge)
-      : name_(std::move(name)), help_(std::move(help)), type_(type), merge_(merge) {}
-
-  void Add(const Labels& labels, double v) {
-    auto [it, inserted] = values_.try_emplace(labels, v);
-    if (inserted) return;
-    it->second = merge_ == Merge::kSum ? it->second + v : std::max(it->second, v);
-  }
-
-  // `buckets` are the non-cumulative counts of PoolStats::wait_buckets.
-  void AddHistogram(const Labels& labels, const uint64_t (&buckets)[kWaitBuckets], double sum) {
-    Hist& h = hists_[labels];
-    for (size_t i = 0; i < kWaitBuckets; ++i) h.buckets[i] += buckets[i];
-    h.sum += sum;
-  }
-
-  bool empty() const { return values_.empty() && hists_.empty(); }
-
-  prometheus::MetricFamily Build() const {
-    prometheus::MetricFamily f{name_, help_, type_, {}};
-    for (const auto& [labels, v] : values_) {
-      ClientMetric m;
-      m.label = labels;
-      if (type_ == MetricType::Counter) m.counter.value = v;
-      else m.gauge.value = v;
-      f.metric.push_back(std::move(m));
-    }
-    for (const auto& [labels, h] : hists_) {
-      ClientMetric m;
-      m.label = labels;
-      uint64_t cumulative = 0;
-      for (size_t i = 0; i < kWaitBuckets; ++i) {
-        cumulative += h.buckets[i];
-        double le = i < std::size(kWaitBucketBoundsNs) ? kWaitBucketBoundsNs[i] / 1e9
-                                                        : std::numeric_limits<double>::infinity();
-        m.histogram.bucket.push_back({cumulative, le});
-      }
-      // The count is the +Inf bucket by construction, whatever the writer's wait_count says.
-      m.histogram.sample_count = cumulative;
-      m.histogram.sample_sum = h.sum;
-      f.metric.push_back(std::move(m));
-    }
-    return f;
-  }
-
- private:
-  struct Hist {
-    uint64_t buckets[kWaitBuckets] = {};
-    double sum = 0;
-  };
-  std::string name_, help_;
-  MetricType type_;
-  Merge merge_;
-  std::map<Labels, double> values_;
-  std::map<Labels, Hist> hists_;
+// Every family the exporter emits, in exposition order.
+enum Fam : size_t {
+  kPassthroughCalls, kProcessInfo, kProcessAlive, kHooksFiring, kConfigErrors, kSitesDropped,
+  kAllocations, kFailures, kFrees, kWaitSeconds, kBlockedThreads, kLongestWait, kReserve,
+  kReserveTarget, kElementsHeld, kInUseElements, kInUseBytes, kHighWater, kRoundingWaste,
+  kElementBytes, kSourceCalls, kSourceSeconds, kSourceFailures, kSourceReleases,
+  kDmaActiveBlocks, kDmaTotalBlocks, kDmaPages,
+  kNodeHugepages, kNodeHugepagesFree,
+  kExporterSegments, kSegmentErrors, kSegmentsReaped, kScrapeDuration,
+  kFamilyCount
 };
 
-// All families of one scrape, in exposition order.
-class Families {
- public:
-  Family& Get(const char* name, const char* help, MetricType type, Merge merge = Merge::kSum) {
-    auto it = index_.find(name);
-    if (it != index_.end()) return list_[it->second];
-    index_.emplace(name, list_.size());
-    list_.emplace_back(name, help, type, merge);
-    return list_.back();
-  }
-  std::vector<prometheus::MetricFamily> Build() const {
-    std::vector<prometheus::MetricFamily> out;
-    for (const Family& f : list_)
-      if (!f.empty()) out.push_back(f.Build());
-    return out;
-  }
+// The wait histogram's upper bounds in seconds, +Inf last.
+constexpr std::array<double, kWaitBuckets> kWaitBoundsSeconds = [] {
+  std::array<double, kWaitBuckets> b{};
+  for (size_t i = 0; i < kWaitBuckets; ++i)
+    b[i] = i < std::size(kWaitBucketBoundsNs) ? kWaitBucketBoundsNs[i] / 1e9
+                                              : std::numeric_limits<double>::infinity();
+  return b;
+}();
 
- private:
-  std::map<std::string, size_t> index_;
-  std::deque<Family> list_;  // a deque: references from Get() stay valid
+struct Family {
+  Fam id;
+  FamilyDesc desc;
+  Merge merge;
+  Scope scope;
 };
+
+// The one list of what the exporter emits (README's metrics table is generated from it).
+constexpr Family kFamilies[] = {
+    {kPassthroughCalls,
+     {"dmashim_passthrough_calls_total", "Calls passed straight to the kernel, by call", C, {}},
+     Merge::kSum, Scope::kProcess},
+    {kProcessInfo, {"dmashim_process_info", "A process under the shim (value 1)", G, {}},
+     Merge::kMax, Scope::kProcess},
+    {kProcessAlive,
+     {"dmashim_process_alive", "1 while the process runs, 0 for its last export", G, {}},
+     Merge::kMax, Scope::kProcess},
+    {kHooksFiring,
+     {"dmashim_hooks_firing",
+      "Self-check per interposition family: 1 hooks seen firing, 0 not "
+      "firing (absent: not checked yet)",
+      G, {}},
+     Merge::kMax, Scope::kProcess},
+    {kConfigErrors,
+     {"dmashim_config_errors_total", "Configuration errors found at start-up", C, {}},
+     Merge::kSum, Scope::kProcess},
+    {kSitesDropped,
+     {"dmashim_call_sites_dropped_total", "Slow-path events not recorded: call-site table full",
+      C, {}},
+     Merge::kSum, Scope::kProcess},
+
+    {kAllocations,
+     {"dmashim_allocations_total",
+      "Allocations served, by result: source (at once from the kernel), "
+      "reserve (the pool's own free elements), waited (after blocking)",
+      C, {}},
+     Merge::kSum, Scope::kPool},
+    {kFailures, {"dmashim_failures_total", "Failed allocations, by reason", C, {}}, Merge::kSum,
+     Scope::kPool},
+    {kFrees, {"dmashim_frees_total", "Elements freed back to the pool", C, {}}, Merge::kSum,
+     Scope::kPool},
+    {kWaitSeconds,
+     {"dmashim_wait_seconds", "Time allocations spent blocked", H, kWaitBoundsSeconds},
+     Merge::kSum, Scope::kPool},
+    {kBlockedThreads, {"dmashim_blocked_threads", "Threads blocked in the pool now", G, {}},
+     Merge::kSum, Scope::kPool},
+    {kLongestWait,
+     {"dmashim_longest_wait_seconds", "Age of the oldest wait in progress", G, {}},
+     Merge::kMax, Scope::kPool},
+    {kReserve, {"dmashim_reserve_elements", "Free elements the pool holds now", G, {}},
+     Merge::kSum, Scope::kPool},
+    {kReserveTarget,
+     {"dmashim_reserve_target_elements", "Configured reserve (min_nr)", G, {}}, Merge::kSum,
+     Scope::kPool},
+    {kElementsHeld,
+     {"dmashim_elements_held", "Elements the pool holds, free and in use", G, {}}, Merge::kSum,
+     Scope::kPool},
+    {kInUseElements, {"dmashim_in_use_elements", "Elements handed out", G, {}}, Merge::kSum,
+     Scope::kPool},
+    {kInUseBytes, {"dmashim_in_use_bytes", "Bytes handed out", G, {}}, Merge::kSum,
+     Scope::kPool},
+    {kHighWater, {"dmashim_high_water_elements", "Peak of elements in use", G, {}},
+     Merge::kMax, Scope::kPool},
+    {kRoundingWaste,
+     {"dmashim_rounding_waste_bytes", "Bytes handed out beyond what callers asked for", G, {}},
+     Merge::kSum, Scope::kPool},
+    {kElementBytes,
+     {"dmashim_element_bytes", "Size of one element (DmaPool: one block)", G, {}},
+     Merge::kMax, Scope::kPool},
+    {kSourceCalls,
+     {"dmashim_source_calls_total", "Calls into the source allocator (the kernel)", C, {}},
+     Merge::kSum, Scope::kPool},
+    {kSourceSeconds,
+     {"dmashim_source_seconds_total", "Time spent in the source allocator", C, {}},
+     Merge::kSum, Scope::kPool},
+    {kSourceFailures,
+     {"dmashim_source_failures_total", "Source allocator calls that failed", C, {}},
+     Merge::kSum, Scope::kPool},
+    {kSourceReleases,
+     {"dmashim_source_releases_total", "Elements given back to the source", C, {}},
+     Merge::kSum, Scope::kPool},
+    {kDmaActiveBlocks, {"dmashim_dma_active_blocks", "DmaPool blocks in use", G, {}},
+     Merge::kSum, Scope::kDmaPool},
+    {kDmaTotalBlocks, {"dmashim_dma_total_blocks", "DmaPool blocks carved", G, {}},
+     Merge::kSum, Scope::kDmaPool},
+    {kDmaPages, {"dmashim_dma_pages", "Pages the DmaPool carves blocks from", G, {}},
+     Merge::kSum, Scope::kDmaPool},
+
+    {kNodeHugepages,
+     {"dmashim_node_hugepages", "Huge pages in the node's pool, by page size", G, {}},
+     Merge::kSum, Scope::kNode},
+    {kNodeHugepagesFree,
+     {"dmashim_node_hugepages_free", "Huge pages free on the node, by page size", G, {}},
+     Merge::kSum, Scope::kNode},
+
+    {kExporterSegments,
+     {"dmashim_exporter_segments", "Stats segments exported at this scrape", G, {}},
+     Merge::kSum, Scope::kExporter},
+    {kSegmentErrors,
+     {"dmashim_exporter_segment_errors_total",
+      "Segments skipped because they could not be read or were invalid, by "
+      "reason (counted at every scrape that meets them)",
+      C, {}},
+     Merge::kSum, Scope::kExporter},
+    {kSegmentsReaped,
+     {"dmashim_exporter_segments_reaped_total",
+      "Segments of dead processes removed after their last export", C, {}},
+     Merge::kSum, Scope::kExporter},
+    {kScrapeDuration,
+     {"dmashim_exporter_scrape_duration_seconds", "Time this scrape took to read all segments",
+      G, {}},
+     Merge::kSum, Scope::kExporter},
+};
+static_assert(std::size(kFamilies) == kFamilyCount);
+static_assert([] {
+  for (size_t i = 0; i < kFamilyCount; ++i)
+    if (kFamilies[i].id != i) return false;
+  return true;
+}(), "kFamilies is in Fam order");
+
+double Load(const Counter& c) { return static_cast<double>(c.load(std::memory_order_relaxed)); }
+double Load(const Gauge& g) { return static_cast<double>(g.load(std::memory_order_relaxed)); }
+
+// What a pool's values depend on besides its record.
+struct PoolContext {
+  bool alive;
+  uint64_t now_ns;
+};
+using PoolValue = double (*)(const PoolStats&, const PoolContext&);
+
+template <auto kField>
+double Field(const PoolStats& s, const PoolContext&) {
+  return Load(s.*kField);
+}
+
+// A dead process has no waiters, whatever its last gauges said.
+double BlockedThreads(const PoolStats& s, const PoolContext& c) {
+  return c.alive ? Load(s.blocked_now) : 0.0;
+}
+
+double LongestWait(const PoolStats& s, const PoolContext& c) {
+  uint64_t oldest = 0;
+  for (const Counter& w : s.waiter_start_ns) {
+    uint64_t t = w.load(std::memory_order_relaxed);
+    if (t != 0 && (oldest == 0 || t < oldest)) oldest = t;
+  }
+  return c.alive && oldest != 0 && oldest < c.now_ns ? (c.now_ns - oldest) / 1e9 : 0.0;
+}
+
+double RoundingWaste(const PoolStats& s, const PoolContext&) {
+  double waste = Load(s.bytes_in_use) - Load(s.requested_bytes_in_use);
+  return waste > 0 ? waste : 0.0;
+}
+
+// The counter and gauge series of one pool (the wait histogram aside), in exposition order
+// within each family.
+struct PoolSeries {
+  Fam family;
+  const char* extra_name;  // "" when the series has no label of its own
+  const char* extra_value;
+  PoolValue value;
+};
+constexpr PoolSeries kPoolSeries[] = {
+    {kAllocations, "result", "source", Field<&PoolStats::alloc_source>},
+    {kAllocations, "result", "reserve", Field<&PoolStats::alloc_reserve>},
+    {kAllocations, "result", "waited", Field<&PoolStats::alloc_waited>},
+    {kFailures, "reason", "fail_fast", Field<&PoolStats::fail_fast>},
+    {kFailures, "reason", "timeout", Field<&PoolStats::fail_timeout>},
+    {kFailures, "reason", "interrupted", Field<&PoolStats::fail_interrupted>},
+    {kFailures, "reason", "source", Field<&PoolStats::fail_source>},
+    {kFrees, "", "", Field<&PoolStats::frees>},
+    {kBlockedThreads, "", "", BlockedThreads},
+    {kLongestWait, "", "", LongestWait},
+    {kReserve, "", "", Field<&PoolStats::reserve_level>},
+    {kReserveTarget, "", "", Field<&PoolStats::reserve_target>},
+    {kElementsHeld, "", "", Field<&PoolStats::elements_total>},
+    {kInUseElements, "", "", Field<&PoolStats::in_use>},
+    {kInUseBytes, "", "", Field<&PoolStats::bytes_in_use>},
+    {kHighWater, "", "", Field<&PoolStats::high_water>},
+    {kRoundingWaste, "", "", RoundingWaste},
+    {kElementBytes, "", "",
+     [](const PoolStats& s, const PoolContext&) { return static_cast<double>(s.element_size); }},
+    {kSourceCalls, "", "", Field<&PoolStats::source_calls>},
+    {kSourceSeconds, "", "",
+     [](const PoolStats& s, const PoolContext&) { return Load(s.source_ns) / 1e9; }},
+    {kSourceFailures, "", "", Field<&PoolStats::source_failures>},
+    {kSourceReleases, "", "", Field<&PoolStats::source_releases>},
+    {kDmaActiveBlocks, "", "", Field<&PoolStats::dma_active_blocks>},
+    {kDmaTotalBlocks, "", "", Field<&PoolStats::dma_total_blocks>},
+    {kDmaPages, "", "", Field<&PoolStats::dma_pages>},
+};
+constexpr size_t kPoolSeriesCount = std::size(kPoolSeries);
+
+// The first sample of a series sets it; later ones with equal labels merge into it.
+void Fold(double& into, double v, Merge merge, bool first) {
+  into = first ? v : merge == Merge::kSum ? into + v : std::max(into, v);
+}
+
+// One process's series (all segments with its labels, merged).
+struct ProcessAgg {
+  SeriesLabels labels;  // comm[, pid]
+  double passthrough[std::size(kPassCallNames)] = {};
+  std::vector<std::string> exes;  // process_info: one series per exe, sorted
+  double alive = 0;
+  std::optional<double> hooks[std::size(kHookFamilyNames)];
+  double config_errors = 0;
+  double sites_dropped = 0;
+};
+
+void FoldProcess(ProcessAgg& a, const Snapshot& snap, bool alive, bool first) {
+  auto merge = [](Fam f) { return kFamilies[f].merge; };
+  for (size_t i = 0; i < std::size(a.passthrough); ++i)
+    Fold(a.passthrough[i], static_cast<double>(snap.passthrough[i]), merge(kPassthroughCalls),
+         first);
+  Fold(a.alive, alive ? 1.0 : 0.0, merge(kProcessAlive), first);
+  for (size_t i = 0; i < std::size(a.hooks); ++i) {
+    if (snap.hooks[i] == HookState::kUnknown) continue;
+    double v = snap.hooks[i] == HookState::kFiring ? 1.0 : 0.0;
+    double into = a.hooks[i].value_or(0);
+    Fold(into, v, merge(kHooksFiring), !a.hooks[i].has_value());
+    a.hooks[i] = into;
+  }
+  Fold(a.config_errors, static_cast<double>(snap.config_errors), merge(kConfigErrors), first);
+  Fold(a.sites_dropped, static_cast<double>(snap.sites_dropped), merge(kSitesDropped), first);
+}
+
+// One pool's series (all segments' pools with its labels, merged).
+struct PoolAgg {
+  SeriesLabels labels;  // comm[, pid], pool
+  bool dma = false;     // a DmaPool among them: the DmaPool families have its series
+  double values[kPoolSeriesCount] = {};
+  uint64_t buckets[kWaitBuckets] = {};  // non-cumulative, as in PoolStats
+  double wait_sum = 0;
+};
+
+void FoldPool(PoolAgg& a, const PoolStats& s, const PoolContext& c, bool first) {
+  const bool dma = s.kind == static_cast<uint32_t>(PoolKind::kDmaPool);
+  for (size_t i = 0; i < kPoolSeriesCount; ++i) {
+    const Family& f = kFamilies[kPoolSeries[i].family];
+    if (f.scope == Scope::kDmaPool && !dma) continue;
+    Fold(a.values[i], kPoolSeries[i].value(s, c), f.merge,
+         f.scope == Scope::kDmaPool ? !a.dma : first);
+  }
+  a.dma |= dma;
+  for (size_t i = 0; i < kWaitBuckets; ++i)
+    a.buckets[i] += s.wait_buckets[i].load(std::memory_order_relaxed);
+  a.wait_sum += Load(s.wait_sum_ns) / 1e9;
+}
 
 // Label values come from untrusted files; Prometheus rejects a scrape with invalid UTF-8, so
 // anything but printable ASCII becomes '?'. (comm and pool names are ASCII in practice.)
@@ -119,119 +316,66 @@ std::string CleanLabel(const std::string& s) {
   return out;
 }
 
-Labels With(Labels l, const char* name, std::string value) {
-  l.push_back({name, std::move(value)});
-  return l;
-}
-
 uint64_t MonotonicNow() {
   timespec ts;
   clock_gettime(CLOCK_MONOTONIC, &ts);
   return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-double Load(const Counter& c) { return static_cast<double>(c.load(std::memory_order_relaxed)); }
-double Load(const Gauge& g) { return static_cast<double>(g.load(std::memory_order_relaxed)); }
-
-void EmitPool(Families& fam, const Labels& base, const PoolStats& s, bool alive, uint64_t now_ns) {
-  constexpr auto C = MetricType::Counter;
-  constexpr auto G = MetricType::Gauge;
-  Family& allocs = fam.Get("dmashim_allocations_total",
-                           "Allocations served, by result: source (at once from the kernel), "
-                           "reserve (the pool's own free elements), waited (after blocking)", C);
-  allocs.Add(With(base, "result", "source"), Load(s.alloc_source));
-  allocs.Add(With(base, "result", "reserve"), Load(s.alloc_reserve));
-  allocs.Add(With(base, "result", "waited"), Load(s.alloc_waited));
-  Family& fails = fam.Get("dmashim_failures_total", "Failed allocations, by reason", C);
-  fails.Add(With(base, "reason", "fail_fast"), Load(s.fail_fast));
-  fails.Add(With(base, "reason", "timeout"), Load(s.fail_timeout));
-  fails.Add(With(base, "reason", "interrupted"), Load(s.fail_interrupted));
-  fails.Add(With(base, "reason", "source"), Load(s.fail_source));
-  fam.Get("dmashim_frees_total", "Elements freed back to the pool", C).Add(base, Load(s.frees));
-
-  uint64_t buckets[kWaitBuckets];
-  for (size_t i = 0; i < kWaitBuckets; ++i)
-    buckets[i] = s.wait_buckets[i].load(std::memory_order_relaxed);
-  fam.Get("dmashim_wait_seconds", "Time allocations spent blocked", MetricType::Histogram)
-      .AddHistogram(base, buckets, Load(s.wait_sum_ns) / 1e9);
-
-  // A dead process has no waiters, whatever its last gauges said.
-  uint64_t oldest = 0;
-  for (const Counter& w : s.waiter_start_ns) {
-    uint64_t t = w.load(std::memory_order_relaxed);
-    if (t != 0 && (oldest == 0 || t < oldest)) oldest = t;
+// Series keyed by their labels' text (escaped, so equal text means equal labels), kept in
+// first-seen order until Sorted().
+template <typename Agg>
+class Merged {
+ public:
+  // The aggregate for `labels`, and whether it is new.
+  std::pair<Agg*, bool> Find(const SeriesLabels& labels) {
+    auto [it, inserted] = index_.try_emplace(labels.text(), list_.size());
+    if (inserted) list_.emplace_back().labels = labels;
+    return {&list_[it->second], inserted};
   }
-  double longest = alive && oldest != 0 && oldest < now_ns ? (now_ns - oldest) / 1e9 : 0.0;
-  fam.Get("dmashim_blocked_threads", "Threads blocked in the pool now", G)
-      .Add(base, alive ? Load(s.blocked_now) : 0.0);
-  fam.Get("dmashim_longest_wait_seconds", "Age of the oldest wait in progress", G, Merge::kMax)
-      .Add(base, longest);
-
-  fam.Get("dmashim_reserve_elements", "Free elements the pool holds now", G)
-      .Add(base, Load(s.reserve_level));
-  fam.Get("dmashim_reserve_target_elements", "Configured reserve (min_nr)", G)
-      .Add(base, Load(s.reserve_target));
-  fam.Get("dmashim_elements_held", "Elements the pool holds, free and in use", G)
-      .Add(base, Load(s.elements_total));
-  fam.Get("dmashim_in_use_elements", "Elements handed out", G).Add(base, Load(s.in_use));
-  fam.Get("dmashim_in_use_bytes", "Bytes handed out", G).Add(base, Load(s.bytes_in_use));
-  fam.Get("dmashim_high_water_elements", "Peak of elements in use", G, Merge::kMax)
-      .Add(base, Load(s.high_water));
-  double waste = Load(s.bytes_in_use) - Load(s.requested_bytes_in_use);
-  fam.Get("dmashim_rounding_waste_bytes", "Bytes handed out beyond what callers asked for", G)
-      .Add(base, waste > 0 ? waste : 0.0);
-  fam.Get("dmashim_element_bytes", "Size of one element (DmaPool: one block)", G, Merge::kMax)
-      .Add(base, static_cast<double>(s.element_size));
-
-  fam.Get("dmashim_source_calls_total", "Calls into the source allocator (the kernel)", C)
-      .Add(base, Load(s.source_calls));
-  fam.Get("dmashim_source_seconds_total", "Time spent in the source allocator", C)
-      .Add(base, Load(s.source_ns) / 1e9);
-  fam.Get("dmashim_source_failures_total", "Source allocator calls that failed", C)
-      .Add(base, Load(s.source_failures));
-  fam.Get("dmashim_source_releases_total", "Elements given back to the source", C)
-      .Add(base, Load(s.source_releases));
-
-  if (s.kind == static_cast<uint32_t>(PoolKind::kDmaPool)) {
-    fam.Get("dmashim_dma_active_blocks", "DmaPool blocks in use", G)
-        .Add(base, Load(s.dma_active_blocks));
-    fam.Get("dmashim_dma_total_blocks", "DmaPool blocks carved", G)
-        .Add(base, Load(s.dma_total_blocks));
-    fam.Get("dmashim_dma_pages", "Pages the DmaPool carves blocks from", G)
-        .Add(base, Load(s.dma_pages));
+  // In label order (SeriesLabels::operator<), so a scrape's text does not depend on readdir.
+  std::vector<const Agg*> Sorted() const {
+    std::vector<const Agg*> out;
+    out.reserve(list_.size());
+    for (const Agg& a : list_) out.push_back(&a);
+    std::sort(out.begin(), out.end(),
+              [](const Agg* a, const Agg* b) { return a->labels < b->labels; });
+    return out;
   }
-}
-
-void EmitProcess(Families& fam, const Labels& base, const Snapshot& snap, bool alive) {
-  constexpr auto C = MetricType::Counter;
-  constexpr auto G = MetricType::Gauge;
-  Family& pass = fam.Get("dmashim_passthrough_calls_total",
-                         "Calls passed straight to the kernel, by call", C);
-  for (size_t i = 0; i < std::size(snap.passthrough); ++i)
-    pass.Add(With(base, "call", kPassCallNames[i]), static_cast<double>(snap.passthrough[i]));
-  fam.Get("dmashim_process_info", "A process under the shim (value 1)", G, Merge::kMax)
-      .Add(With(base, "exe", CleanLabel(snap.exe)), 1.0);
-  fam.Get("dmashim_process_alive", "1 while the process runs, 0 for its last export", G,
-          Merge::kMax)
-      .Add(base, alive ? 1.0 : 0.0);
-  Family& hooks = fam.Get("dmashim_hooks_firing",
-                          "Self-check per interposition family: 1 hooks seen firing, 0 not "
-                          "firing (absent: not checked yet)",
-                          G, Merge::kMax);
-  for (size_t i = 0; i < std::size(snap.hooks); ++i) {
-    if (snap.hooks[i] == HookState::kUnknown) continue;
-    hooks.Add(With(base, "family", kHookFamilyNames[i]),
-              snap.hooks[i] == HookState::kFiring ? 1.0 : 0.0);
+  void Clear() {
+    index_.clear();
+    list_.clear();
   }
-  fam.Get("dmashim_config_errors_total", "Configuration errors found at start-up", C)
-      .Add(base, static_cast<double>(snap.config_errors));
-  fam.Get("dmashim_call_sites_dropped_total", "Slow-path events not recorded: call-site table full",
-          C)
-      .Add(base, static_cast<double>(snap.sites_dropped));
-}
+
+ private:
+  absl::flat_hash_map<std::string, size_t> index_;
+  std::vector<Agg> list_;
+};
+
+}  // namespace
+
+struct SegmentCollector::Read {
+  Merged<ProcessAgg> processes;
+  Merged<PoolAgg> pools;
+  std::map<std::string, double> node_total, node_free;  // by page size label
+  size_t segments = 0;
+  double seconds = 0;  // reading took
+
+  void Clear() {
+    processes.Clear();
+    pools.Clear();
+    node_total.clear();
+    node_free.clear();
+    segments = 0;
+    seconds = 0;
+  }
+};
+
+namespace {
 
 // Huge pages on the node, per size, from sysfs (hugepages-2048kB/{nr,free}_hugepages).
-void EmitNode(Families& fam, const std::string& dir) {
+void ReadNode(const std::string& dir, std::map<std::string, double>& total,
+              std::map<std::string, double>& free) {
   std::unique_ptr<DIR, int (*)(DIR*)> d(opendir(dir.c_str()), closedir);
   if (!d) return;
   auto read_number = [](const std::string& path, double* out) {
@@ -240,6 +384,10 @@ void EmitNode(Families& fam, const std::string& dir) {
     if (!(in >> v)) return false;
     *out = static_cast<double>(v);
     return true;
+  };
+  auto add = [](std::map<std::string, double>& m, const std::string& size, double v, Fam f) {
+    auto [it, inserted] = m.try_emplace(size, v);
+    Fold(it->second, v, kFamilies[f].merge, inserted);
   };
   while (dirent* e = readdir(d.get())) {
     absl::string_view n(e->d_name);
@@ -250,15 +398,9 @@ void EmitNode(Families& fam, const std::string& dir) {
                        : kb % 1024 == 0        ? absl::StrCat(kb / 1024, "MiB")
                                                : absl::StrCat(kb, "KiB");
     std::string base = absl::StrCat(dir, "/", e->d_name, "/");
-    double total = 0, free = 0;
-    if (read_number(base + "nr_hugepages", &total))
-      fam.Get("dmashim_node_hugepages", "Huge pages in the node's pool, by page size",
-              MetricType::Gauge)
-          .Add({{"size", size}}, total);
-    if (read_number(base + "free_hugepages", &free))
-      fam.Get("dmashim_node_hugepages_free", "Huge pages free on the node, by page size",
-              MetricType::Gauge)
-          .Add({{"size", size}}, free);
+    double v = 0;
+    if (read_number(base + "nr_hugepages", &v)) add(total, size, v, kNodeHugepages);
+    if (read_number(base + "free_hugepages", &v)) add(free, size, v, kNodeHugepagesFree);
   }
 }
 
@@ -276,13 +418,10 @@ SegmentCollector::SegmentCollector(CollectorOptions options) : options_(std::mov
     errors_[reason] = 0;
 }
 
-std::vector<prometheus::MetricFamily> SegmentCollector::Collect() const {
+void SegmentCollector::ReadAll(Read& read) const {
   auto started = std::chrono::steady_clock::now();
-  absl::MutexLock lock(&mu_);
-  Families fam;
-  size_t segments = 0;
   std::set<std::string> dead_now;
-  uint64_t now_ns = MonotonicNow();
+  const uint64_t now_ns = MonotonicNow();
 
   int dirfd = open(options_.run_dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   DIR* dir = dirfd >= 0 ? fdopendir(dirfd) : nullptr;
@@ -299,12 +438,17 @@ std::vector<prometheus::MetricFamily> SegmentCollector::Collect() const {
       if (name.empty() || name[0] == '.' || !absl::EndsWith(name, ".seg")) continue;
       names.push_back(std::move(name));
     }
+    // Call sites are for `dmashim stat --sites`, not metrics; one buffer serves every segment.
+    ReadOptions read_options{.sites = false, .reuse = nullptr};
     for (const std::string& name : names) {
-      absl::StatusOr<Snapshot> snap = ReadSegment(dirfd, name, options_.reader_euid);
+      absl::StatusOr<Snapshot> snap = ReadSegment(dirfd, name, options_.reader_euid,
+                                                  std::move(read_options));
       if (!snap.ok()) {
         ++errors_[ErrorReason(snap.status())];
+        read_options = {.sites = false, .reuse = nullptr};
         continue;
       }
+      absl::Cleanup give_back = [&] { read_options.reuse = std::move(snap->data); };
       bool alive = !snap->exited &&
                    ProcessAlive(snap->pid, snap->start_time_ticks, options_.proc_root);
       if (!alive) {
@@ -316,33 +460,118 @@ std::vector<prometheus::MetricFamily> SegmentCollector::Collect() const {
         }
         dead_now.insert(name);
       }
-      ++segments;
-      Labels base{{"comm", CleanLabel(snap->comm)}};
-      if (options_.pid_label) base.push_back({"pid", absl::StrCat(snap->pid)});
-      EmitProcess(fam, base, *snap, alive);
-      for (const PoolStats* pool : snap->pools)
-        EmitPool(fam, With(base, "pool", CleanLabel(pool->name)), *pool, alive, now_ns);
+      ++read.segments;
+      SeriesLabels base;
+      base.Add("comm", CleanLabel(snap->comm));
+      if (options_.pid_label) base.Add("pid", absl::StrCat(snap->pid));
+      auto [process, first] = read.processes.Find(base);
+      FoldProcess(*process, *snap, alive, first);
+      for (const PoolStats* pool : snap->pools) {
+        SeriesLabels labels = base;
+        labels.Add("pool", CleanLabel(pool->name));
+        auto [agg, new_pool] = read.pools.Find(labels);
+        FoldPool(*agg, *pool, {alive, now_ns}, new_pool);
+      }
+      std::vector<std::string>& exes = process->exes;
+      std::string exe = CleanLabel(snap->exe);
+      auto at = std::lower_bound(exes.begin(), exes.end(), exe);
+      if (at == exes.end() || *at != exe) exes.insert(at, std::move(exe));
     }
     closedir(dir);
   }
   exported_dead_ = std::move(dead_now);
+  ReadNode(options_.hugepages_dir, read.node_total, read.node_free);
+  read.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+}
 
-  EmitNode(fam, options_.hugepages_dir);
-  fam.Get("dmashim_exporter_segments", "Stats segments exported at this scrape", MetricType::Gauge)
-      .Add({}, static_cast<double>(segments));
-  Family& errs = fam.Get("dmashim_exporter_segment_errors_total",
-                         "Segments skipped because they could not be read or were invalid, by "
-                         "reason (counted at every scrape that meets them)",
-                         MetricType::Counter);
-  for (const auto& [reason, n] : errors_) errs.Add({{"reason", reason}}, static_cast<double>(n));
-  fam.Get("dmashim_exporter_segments_reaped_total",
-          "Segments of dead processes removed after their last export", MetricType::Counter)
-      .Add({}, static_cast<double>(reaped_));
-  std::chrono::duration<double> took = std::chrono::steady_clock::now() - started;
-  fam.Get("dmashim_exporter_scrape_duration_seconds", "Time this scrape took to read all segments",
-          MetricType::Gauge)
-      .Add({}, took.count());
-  return fam.Build();
+void SegmentCollector::Emit(const Read& read, MetricSink& sink) const {
+  static const SeriesLabels kNone;
+  const std::vector<const ProcessAgg*> processes = read.processes.Sorted();
+  const std::vector<const PoolAgg*> pools = read.pools.Sorted();
+  for (const Family& f : kFamilies) {
+    sink.BeginFamily(f.desc);
+    switch (f.scope) {
+      case Scope::kProcess:
+        for (const ProcessAgg* p : processes) {
+          if (f.id == kPassthroughCalls) {
+            for (size_t i = 0; i < std::size(p->passthrough); ++i)
+              sink.Sample(p->labels, "call", kPassCallNames[i], p->passthrough[i]);
+          } else if (f.id == kProcessInfo) {
+            for (const std::string& exe : p->exes) sink.Sample(p->labels, "exe", exe, 1.0);
+          } else if (f.id == kProcessAlive) {
+            sink.Sample(p->labels, "", "", p->alive);
+          } else if (f.id == kHooksFiring) {
+            for (size_t i = 0; i < std::size(p->hooks); ++i)
+              if (p->hooks[i]) sink.Sample(p->labels, "family", kHookFamilyNames[i], *p->hooks[i]);
+          } else if (f.id == kConfigErrors) {
+            sink.Sample(p->labels, "", "", p->config_errors);
+          } else if (f.id == kSitesDropped) {
+            sink.Sample(p->labels, "", "", p->sites_dropped);
+          }
+        }
+        break;
+      case Scope::kPool:
+      case Scope::kDmaPool: {
+        if (f.desc.type == H) {
+          uint64_t cumulative[kWaitBuckets];
+          for (const PoolAgg* p : pools) {
+            uint64_t sum = 0;
+            for (size_t i = 0; i < kWaitBuckets; ++i) cumulative[i] = sum += p->buckets[i];
+            sink.Histogram(p->labels, cumulative, p->wait_sum);
+          }
+          break;
+        }
+        size_t series[kPoolSeriesCount], n = 0;
+        for (size_t i = 0; i < kPoolSeriesCount; ++i)
+          if (kPoolSeries[i].family == f.id) series[n++] = i;
+        for (const PoolAgg* p : pools) {
+          if (f.scope == Scope::kDmaPool && !p->dma) continue;
+          for (size_t k = 0; k < n; ++k) {
+            const PoolSeries& s = kPoolSeries[series[k]];
+            sink.Sample(p->labels, s.extra_name, s.extra_value, p->values[series[k]]);
+          }
+        }
+        break;
+      }
+      case Scope::kNode:
+        for (const auto& [size, v] : f.id == kNodeHugepages ? read.node_total : read.node_free)
+          sink.Sample(kNone, "size", size, v);
+        break;
+      case Scope::kExporter:
+        if (f.id == kExporterSegments) {
+          sink.Sample(kNone, "", "", static_cast<double>(read.segments));
+        } else if (f.id == kSegmentErrors) {
+          for (const auto& [reason, n] : errors_)
+            sink.Sample(kNone, "reason", reason, static_cast<double>(n));
+        } else if (f.id == kSegmentsReaped) {
+          sink.Sample(kNone, "", "", static_cast<double>(reaped_));
+        } else if (f.id == kScrapeDuration) {
+          sink.Sample(kNone, "", "", read.seconds);
+        }
+        break;
+    }
+  }
+}
+
+SegmentCollector::~SegmentCollector() = default;
+
+void SegmentCollector::Scrape(MetricSink& sink) const {
+  absl::MutexLock lock(&mu_);
+  if (read_ == nullptr) read_ = std::make_unique<Read>();
+  read_->Clear();
+  ReadAll(*read_);
+  Emit(*read_, sink);
+}
+
+void SegmentCollector::ScrapeText(TextSink& out) const {
+  out.Clear();
+  Scrape(out);
+}
+
+std::vector<prometheus::MetricFamily> SegmentCollector::Collect() const {
+  FamilySink sink;
+  Scrape(sink);
+  return sink.Take();
 }
 
 std::string SerializeText(const std::vector<prometheus::MetricFamily>& families) {

@@ -3,8 +3,10 @@
 //
 //   dmashim-exporter [--listen ADDR:PORT] [--run-dir DIR] [--no-pid-label] [--once]
 //
-// --once prints one scrape's exposition text to stdout and exits (tests, promtool, cron); it
-// deletes nothing, since reaping needs the memory of a previous scrape.
+// /metrics is served by prometheus-cpp's Exposer, GET /metrics answered with the collector's own
+// text (exporter/metrics_endpoint.h). --once prints one scrape's exposition text to stdout and
+// exits (tests, promtool, cron); it deletes nothing, since reaping needs the memory of a previous
+// scrape.
 //
 // Reaping assumes one scraper: with several Prometheus servers scraping one exporter, a dead
 // process's last values reach only whichever scrapes first.
@@ -18,6 +20,8 @@
 #include <string>
 
 #include "exporter/collector.h"
+#include "exporter/metric_sink.h"
+#include "exporter/metrics_endpoint.h"
 #include "prometheus/exposer.h"
 
 namespace {
@@ -77,7 +81,10 @@ int main(int argc, char** argv) {
 
   auto collector = std::make_shared<dmashim::SegmentCollector>(options);
   if (once) {
-    std::cout << dmashim::SerializeText(collector->Collect());
+    dmashim::TextSink text;
+    collector->ScrapeText(text);
+    std::cout.write(text.text().data(), static_cast<std::streamsize>(text.text().size()));
+    std::cout.flush();
     return std::cout.good() ? 0 : 1;
   }
 
@@ -88,14 +95,15 @@ int main(int argc, char** argv) {
   sigaddset(&stop, SIGINT);
   sigaddset(&stop, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+  // The endpoint outlives the Exposer (declared first, destroyed last): civetweb's threads call it.
+  dmashim::MetricsEndpoint endpoint(collector);
   std::unique_ptr<prometheus::Exposer> exposer;
   try {
-    exposer = std::make_unique<prometheus::Exposer>(listen, 2);
+    exposer = std::make_unique<prometheus::Exposer>(listen, 2, endpoint.callbacks());
   } catch (const std::exception& e) {  // civetweb throws when it cannot bind
     std::cerr << "dmashim-exporter: cannot listen on " << listen << ": " << e.what() << "\n";
     return 1;
   }
-  exposer->RegisterCollectable(collector);
   std::cerr << "dmashim-exporter: serving " << options.run_dir << " on http://" << listen
             << "/metrics\n";
   int sig = 0;

@@ -6,12 +6,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <fstream>
-#include <sstream>
+#include <algorithm>
+#include <cstddef>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_split.h"
 
 namespace dmashim {
 namespace {
@@ -53,7 +52,7 @@ absl::Status CheckHeader(const SegmentHeader& h) {
 }
 
 // Validates what the segment says beyond its header, filling `snap`.
-absl::Status Interpret(SegmentFile& f, Snapshot& snap) {
+absl::Status Interpret(SegmentFile& f, bool sites, Snapshot& snap) {
   const SegmentProcess& p = f.process;
   if (p.pid <= 0) return Bad(segment_error::kBadLayout, absl::StrCat("pid ", p.pid));
   if (p.uid != snap.file_uid)
@@ -92,6 +91,7 @@ absl::Status Interpret(SegmentFile& f, Snapshot& snap) {
     snap.pools.push_back(&s);
   }
 
+  if (!sites) return absl::OkStatus();
   // A slot may be mid-claim (hash set, not ready) or garbage: skip rather than refuse, so one
   // bad site never hides the pools.
   for (const CallSite& site : f.sites) {
@@ -110,7 +110,8 @@ absl::Status Interpret(SegmentFile& f, Snapshot& snap) {
 
 }  // namespace
 
-absl::StatusOr<Snapshot> ReadSegment(int dirfd, const std::string& name, uid_t reader_euid) {
+absl::StatusOr<Snapshot> ReadSegment(int dirfd, const std::string& name, uid_t reader_euid,
+                                     ReadOptions options) {
   // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
   int fd = openat(dirfd, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC | O_NOCTTY);
   if (fd < 0) {
@@ -138,15 +139,27 @@ absl::StatusOr<Snapshot> ReadSegment(int dirfd, const std::string& name, uid_t r
   Snapshot snap;
   snap.file_name = name;
   snap.file_uid = st.st_uid;
-  snap.data = std::make_shared<SegmentFile>();
-  ssize_t got = ReadFully(fd, static_cast<void*>(snap.data.get()), sizeof(SegmentFile));
+  if (options.reuse != nullptr && options.reuse.use_count() == 1) snap.data = std::move(options.reuse);
+  else snap.data = std::make_shared<SegmentFile>();
+  // Without the sites, only the pools in use: everything up to the pool table, then pool_count
+  // records (bounded by the capacity; Interpret refuses a count beyond it).
+  size_t want = options.sites ? sizeof(SegmentFile) : offsetof(SegmentFile, pools);
+  ssize_t got = ReadFully(fd, static_cast<void*>(snap.data.get()), want);
+  if (!options.sites && got == static_cast<ssize_t>(want)) {
+    const size_t pools = std::min<size_t>(
+        snap.data->pool_count.load(std::memory_order_relaxed), kSegmentPoolCapacity);
+    const size_t more = pools * sizeof(PoolStats);
+    const ssize_t got_pools = ReadFully(fd, static_cast<void*>(snap.data->pools), more);
+    got = got_pools < 0 ? got_pools : got + got_pools;
+    want += more;
+  }
   if (got < 0) return Unavailable(segment_error::kRead, strerror(errno));
   // The file may have shrunk between fstat and read.
-  if (static_cast<size_t>(got) < sizeof(SegmentFile))
+  if (static_cast<size_t>(got) < want)
     return Bad(segment_error::kTruncated, absl::StrCat(name, ": read ", got, " bytes"));
 
   if (absl::Status s = CheckHeader(snap.data->header); !s.ok()) return s;
-  if (absl::Status s = Interpret(*snap.data, snap); !s.ok()) return s;
+  if (absl::Status s = Interpret(*snap.data, options.sites, snap); !s.ok()) return s;
   return snap;
 }
 
@@ -159,23 +172,36 @@ std::string ErrorReason(const absl::Status& status) {
 
 uint64_t ParseStartTime(absl::string_view stat_line) {
   // Field 2 (comm) is in parentheses and may contain anything, ')' included: fields are counted
-  // from the last ')'; field 3 is the first after it, so starttime (22) is the 20th.
+  // from the last ')'; field 3 is the first after it, so starttime (22) is the 20th. Runs of
+  // spaces separate like one.
   size_t paren = stat_line.rfind(')');
   if (paren == absl::string_view::npos) return 0;
-  std::vector<absl::string_view> fields =
-      absl::StrSplit(stat_line.substr(paren + 1), ' ', absl::SkipEmpty());
-  uint64_t v = 0;
-  if (fields.size() < 20 || !absl::SimpleAtoi(fields[19], &v)) return 0;
-  return v;
+  absl::string_view rest = stat_line.substr(paren + 1);
+  int field = 2;
+  while (!rest.empty()) {
+    size_t start = rest.find_first_not_of(' ');
+    if (start == absl::string_view::npos) break;
+    rest.remove_prefix(start);
+    size_t end = std::min(rest.find(' '), rest.size());
+    if (++field == 22) {
+      uint64_t v = 0;
+      return absl::SimpleAtoi(rest.substr(0, end), &v) ? v : 0;
+    }
+    rest.remove_prefix(end);
+  }
+  return 0;
 }
 
 bool ProcessAlive(int32_t pid, uint64_t start_time_ticks, absl::string_view proc_root) {
   if (pid <= 0) return false;
-  std::ifstream in(absl::StrCat(proc_root, "/", pid, "/stat"));
-  if (!in) return false;
-  std::stringstream buf;
-  buf << in.rdbuf();
-  return ParseStartTime(buf.str()) == start_time_ticks;
+  // Read with plain system calls: a scrape asks this once per segment, 1,000 times.
+  int fd = open(absl::StrCat(proc_root, "/", pid, "/stat").c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return false;
+  char buf[4096];  // a stat line is a few hundred bytes; field 22 comes early
+  ssize_t got = ReadFully(fd, buf, sizeof buf);
+  close(fd);
+  return got > 0 &&
+         ParseStartTime(absl::string_view(buf, static_cast<size_t>(got))) == start_time_ticks;
 }
 
 }  // namespace dmashim

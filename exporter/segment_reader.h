@@ -72,12 +72,24 @@ inline constexpr char kBadPool[] = "bad_pool";       // a pool record that canno
 inline constexpr char kUidMismatch[] = "uid_mismatch";  // the writer's uid is not the file's owner
 }  // namespace segment_error
 
+// What ReadSegment copies besides the header, the process and its pools.
+struct ReadOptions {
+  // The call-site table (two thirds of the file). Without it Snapshot::sites stays empty, only
+  // the pool records in use are read, and the rest of Snapshot::data is not the file's: the
+  // exporter's scrape needs no more.
+  bool sites = true;
+  // Storage to read into when nobody else holds it (a scrape reads 1,000 segments one after the
+  // other into one buffer); a fresh one is allocated otherwise.
+  std::shared_ptr<SegmentFile> reuse;
+};
+
 // Reads `name` in the directory `dirfd`. `reader_euid` is the caller's effective uid: unless it is
 // 0, a file owned by another uid is refused. Never blocks on the file (O_NONBLOCK: a FIFO named
 // *.seg does not hang a scrape). Errors: absl::InvalidArgumentError (the file itself is bad) or
 // absl::UnavailableError (it could not be opened or read) whose message starts with one of the
 // segment_error reasons followed by ": ".
-absl::StatusOr<Snapshot> ReadSegment(int dirfd, const std::string& name, uid_t reader_euid);
+absl::StatusOr<Snapshot> ReadSegment(int dirfd, const std::string& name, uid_t reader_euid,
+                                     ReadOptions options = {});
 
 // The reason word of a ReadSegment error ("open_failed" when the status carries none).
 std::string ErrorReason(const absl::Status& status);

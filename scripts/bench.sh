@@ -44,9 +44,10 @@ under_shim hit.toml shim-hit.json '.'
 under_shim hit-nostats.toml shim-nostats.json 'ShimHugeMapTouch'
 under_shim zero-none.toml shim-zero-none.json 'Sustained'
 under_shim eager.toml shim-eager.json 'Sustained'
-"$b/bench_exporter_scrape" --benchmark_repetitions=3 --benchmark_format=console \
+# Figure 7: the scrape as served (text), one HTTP GET of it, and the MetricFamily path it replaced.
+"$b/bench_exporter_scrape" --benchmark_repetitions="$reps" --benchmark_format=console \
   --benchmark_out_format=json --benchmark_out="$out/exporter.json" \
-  --benchmark_filter=BM_Scrape1000x8 >/dev/null
+  --benchmark_filter='BM_Scrape(|Http|Families)1000x8' >/dev/null
 
 echo "dmashim benchmarks — $(date -u +%Y-%m-%d), $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), kernel $(uname -r)"
 echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg); repetitions: $reps"

@@ -5,7 +5,7 @@ set -euo pipefail
 
 packages=(
   build-essential cmake pkg-config ninja-build
-  libabsl-dev libunwind-dev prometheus-cpp-dev libtomlplusplus-dev
+  libabsl-dev libunwind-dev prometheus-cpp-dev libcivetweb-dev libtomlplusplus-dev
   googletest libgtest-dev libgmock-dev libbenchmark-dev
   prometheus curl python3 procps util-linux
   python3-yaml chromium dpkg-dev

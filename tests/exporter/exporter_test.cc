@@ -1,14 +1,23 @@
 // dmashim-exporter as operators run it: the real binary (--once) over a run directory holding
 // real segments and hostile files, its text checked by value and by `promtool check metrics`;
 // and the collector in-process for the dead-process lifecycle (exported once more, then reaped).
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <filesystem>
 #include <string>
+#include <thread>
 
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
 #include "exporter/collector.h"
 #include "exporter/segment_reader.h"
 #include "gtest/gtest.h"
@@ -130,6 +139,90 @@ TEST_F(ExporterBinary, NoPidLabelDropsThePid) {
   EXPECT_EQ(Sample(text, series), 3) << text;
   EXPECT_EQ(text.find("pid=\""), std::string::npos);
   ExpectPromtoolClean(text);
+}
+
+// One HTTP/1.0 exchange with 127.0.0.1:port: the whole response, or "" when nothing answers.
+std::string HttpExchange(int port, const std::string& method, const std::string& path) {
+  int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_port = htons(static_cast<uint16_t>(port));
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string resp;
+  if (connect(s, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0) {
+    const std::string req = method + " " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    if (write(s, req.data(), req.size()) == static_cast<ssize_t>(req.size())) {
+      char buf[65536];
+      for (ssize_t n; (n = read(s, buf, sizeof buf)) > 0;) resp.append(buf, static_cast<size_t>(n));
+    }
+  }
+  close(s);
+  return resp;
+}
+
+std::string Header(const std::string& resp, const std::string& name) {
+  const size_t at = resp.find("\r\n" + name + ": ");
+  if (at == std::string::npos || at > resp.find("\r\n\r\n")) return "";
+  const size_t from = at + name.size() + 4;
+  return resp.substr(from, resp.find("\r\n", from) - from);
+}
+
+TEST_F(ExporterBinary, ServesTheSameTextOverHttpWithTypeAndLength) {
+  int port = 0;
+  {  // a free port
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
+    getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
+    port = ntohs(a.sin_port);
+    close(s);
+  }
+  const std::string listen = absl::StrCat("127.0.0.1:", port);
+  pid_t exporter = fork();
+  if (exporter == 0) {
+    execl(kExporter, kExporter, "--listen", listen.c_str(), "--run-dir", dir_.path().c_str(),
+          static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  struct Stop {  // also when an assertion returns early
+    pid_t pid;
+    ~Stop() {
+      if (pid > 0) kill(pid, SIGKILL), waitpid(pid, nullptr, 0);
+    }
+  } stop{exporter};
+  std::string resp;
+  for (int i = 0; i < 500 && resp.empty(); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    resp = HttpExchange(port, "GET", "/metrics");
+  }
+  ASSERT_TRUE(absl::StartsWith(resp, "HTTP/1.0 200 OK\r\n")) << resp;
+  EXPECT_EQ(Header(resp, "Content-Type"), "text/plain; version=0.0.4; charset=utf-8");
+  const std::string body = resp.substr(resp.find("\r\n\r\n") + 4);
+  size_t length = 0;
+  ASSERT_TRUE(absl::SimpleAtoi(Header(resp, "Content-Length"), &length)) << resp;
+  EXPECT_EQ(length, body.size());
+  EXPECT_EQ(Sample(body, "dmashim_allocations_total" + Labels("rx", "result=\"source\"")), 3);
+  EXPECT_EQ(Sample(body, "dmashim_exporter_segments"), 1);
+  // The endpoint's own metrics come first, as the Exposer's handler served them.
+  EXPECT_TRUE(absl::StartsWith(body, "# HELP exposer_transferred_bytes_total ")) << body;
+  ExpectPromtoolClean(body.substr(body.find("# HELP dmashim_")));
+
+  const std::string again = HttpExchange(port, "GET", "/metrics?from=test");
+  EXPECT_EQ(Sample(again, "exposer_scrapes_total"), 1) << again;
+  EXPECT_EQ(Sample(again, "exposer_transferred_bytes_total"), static_cast<double>(length));
+  for (const auto& [method, path] : std::vector<std::pair<std::string, std::string>>{
+           {"GET", "/"}, {"GET", "/metricsx"}, {"HEAD", "/metrics"}, {"POST", "/metrics"}}) {
+    const std::string r = HttpExchange(port, method, path);
+    EXPECT_TRUE(absl::StartsWith(r, "HTTP/1.0 404")) << method << " " << path << ": " << r;
+  }
+  kill(exporter, SIGTERM);
+  int status = 0;
+  waitpid(exporter, &status, 0);
+  stop.pid = 0;
+  EXPECT_TRUE(WIFEXITED(status) && WEXITSTATUS(status) == 0) << status;
 }
 
 TEST_F(ExporterBinary, HostileFilesAreSkippedCountedAndTheRestServed) {

@@ -269,6 +269,39 @@ TEST(StatsSegment, ControlRequestIsAppliedOnceAndAnswered) {
   seg.Close();
 }
 
+// The exporter's scrape reads without the call-site table, into one buffer it passes back each time.
+TEST(SegmentReader, WithoutSitesReadsThePoolsIntoTheBufferItIsGiven) {
+  TempDir dir;
+  StatsSegment seg;
+  ASSERT_EQ(StatsSegment::Create(dir.path().c_str(), &seg), 0);
+  PoolStats* rx = seg.AddPool("rx", PoolKind::kMempool, 0, 4096);
+  rx->alloc_waited = 41;
+  uintptr_t pcs[] = {0x1000};
+  seg.RecordSite(0, pcs, 1, 500, false);
+  const std::string name = std::string(seg.path()).substr(dir.path().size() + 1);
+  int dirfd = open(dir.path().c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+  auto buffer = std::make_shared<SegmentFile>();
+  SegmentFile* storage = buffer.get();
+  auto snap = ReadSegment(dirfd, name, geteuid(), {.sites = false, .reuse = std::move(buffer)});
+  ASSERT_TRUE(snap.ok()) << snap.status();
+  EXPECT_EQ(snap->data.get(), storage);
+  ASSERT_EQ(snap->pools.size(), 1u);
+  EXPECT_STREQ(snap->pools[0]->name, "rx");
+  EXPECT_EQ(snap->pools[0]->alloc_waited.load(), 41u);
+  EXPECT_TRUE(snap->sites.empty());
+
+  // A buffer someone else still holds is left alone.
+  std::shared_ptr<SegmentFile> held = snap->data;
+  auto second = ReadSegment(dirfd, name, geteuid(), {.sites = false, .reuse = held});
+  ASSERT_TRUE(second.ok()) << second.status();
+  EXPECT_NE(second->data.get(), storage);
+  auto full = ReadSegment(dirfd, name, geteuid());
+  ASSERT_TRUE(full.ok());
+  EXPECT_EQ(full->sites.size(), 1u);
+  close(dirfd);
+}
+
 TEST(SegmentReader, ReusedPidWithAnotherStartTimeIsDead) {
   uint64_t start = OwnStartTime();
   ASSERT_GT(start, 0u);
@@ -283,6 +316,8 @@ TEST(SegmentReader, StartTimeParsingSurvivesHostileComm) {
   EXPECT_EQ(ParseStartTime("12 (a) (b c) d)" + fields + " 98765 23 24"), 98765u);
   EXPECT_EQ(ParseStartTime("12 (no closing paren 1 2 3"), 0u);
   EXPECT_EQ(ParseStartTime("12 (short) R 1 2"), 0u);
+  EXPECT_EQ(ParseStartTime("12 (x)  " + fields + "   98765 "), 98765u);  // runs of spaces
+  EXPECT_EQ(ParseStartTime("12 (x)" + fields + " 98765x 23"), 0u);
 }
 
 }  // namespace

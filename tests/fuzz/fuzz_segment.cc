@@ -8,7 +8,8 @@
 //                  [n bytes]. Mode bit 2 appends a byte, bit 3 drops the last 8 (size checks);
 //   mode & 3 == 2  the rest is a /proc/<pid>/stat line for ParseStartTime.
 //   mode & 3 == 3  as 1.
-// Mode bit 4 also runs the exporter's collector and its text exposition over the directory, and
+// Every input is also read the exporter's way (ReadOptions without sites). Mode bit 4 also runs
+// the exporter's collector and both its sinks over the directory, and
 // `dmashim stat`'s table is always rendered from an accepted snapshot.
 //
 // Invariants checked on every accepted snapshot: counts within the layout's capacities, names
@@ -27,6 +28,7 @@
 
 #include "absl/strings/string_view.h"
 #include "exporter/collector.h"
+#include "exporter/metric_sink.h"
 #include "exporter/segment_reader.h"
 #include "exporter/summary.h"
 #include "shim/stats_segment.h"
@@ -142,7 +144,17 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   WriteFile(bytes);
 
+  // The exporter's way (no call sites, only the pools in use, into a reused buffer) accepts
+  // exactly what the full read accepts.
+  static std::shared_ptr<dmashim::SegmentFile> buffer;
+  auto lean = dmashim::ReadSegment(g_dirfd, kName, geteuid(),
+                                   {.sites = false, .reuse = std::move(buffer)});
+  if (lean.ok()) {
+    Check(*lean);
+    buffer = std::move(lean->data);
+  }
   auto snap = dmashim::ReadSegment(g_dirfd, kName, geteuid());
+  if (snap.ok() != lean.ok()) Fail("lean and full reads disagree");
   if (snap.ok()) {
     Check(*snap);
     std::vector<dmashim::Snapshot> all;
@@ -159,6 +171,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     o.reader_euid = geteuid();
     dmashim::SegmentCollector collector(o);
     (void)dmashim::SerializeText(collector.Collect());
+    dmashim::TextSink text;
+    collector.ScrapeText(text);
     WriteFile(bytes);  // the collector may have reaped it
   }
   return 0;
