@@ -197,7 +197,15 @@ size_t Mempool::Prefill() {
     {
       FutexLockGuard l(&mu_);
       filled_ = true;
-      if (elements_.size() + pending_ >= reserve_) return elements_.size();
+      if (elements_.size() >= reserve_) return elements_.size();
+      if (elements_.size() + pending_ >= reserve_) {
+        // Another thread (the maintenance thread refilling) is mapping the rest: its elements
+        // count only once they are held, and its call may fail. Wait for it, then look again.
+        mu_.Unlock();
+        usleep(50);  // a source call takes ≈ 140 µs
+        mu_.Lock();
+        continue;
+      }
       ++pending_;
     }
     int err = 0;

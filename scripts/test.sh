@@ -6,8 +6,8 @@
 #
 # Environment: BUILD_DIR (default build), JOBS (default 2), HUGEPAGES (default 256), ASAN (default 1:
 # a second stage builds build-asan with ASan+UBSan and runs the in-process tests there; 0 skips it),
-# ASAN_BUILD_DIR (default build-asan), TSAN (default 0: 1 adds a third stage, the same tests under
-# ThreadSanitizer in build-tsan), TSAN_BUILD_DIR (default build-tsan).
+# ASAN_BUILD_DIR (default build-asan), TSAN (default 1: a third stage, the same tests under
+# ThreadSanitizer in build-tsan; 0 skips it), TSAN_BUILD_DIR (default build-tsan).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -57,12 +57,12 @@ if [[ ${ASAN:-1} != 0 ]]; then
     -LE 'preload|fuzz'
 fi
 
-# Third stage, optional (TSAN=1): the same in-process tests under ThreadSanitizer, with zero reports
+# Third stage (TSAN=0 skips it): the same in-process tests under ThreadSanitizer, with zero reports
 # allowed (halt_on_error: the first report fails its test). The shim is built too, so it keeps
 # compiling under -fsanitize=thread with warnings as errors, but it is not preloaded anywhere: a
 # TSan-built shim needs libtsan loaded first in the program, as with ASan above. No suppressions:
 # Debian's uninstrumented Abseil is made visible to TSan by tests/sanitizers/tsan_absl_mutex.cc.
-if [[ ${TSAN:-0} != 0 ]]; then
+if [[ ${TSAN:-1} != 0 ]]; then
   tsan_dir=${TSAN_BUILD_DIR:-build-tsan}
   cmake -S . -B "$tsan_dir" -G Ninja -DDMASHIM_WERROR=ON -DDMASHIM_SANITIZE=thread \
     -DDMASHIM_BUILD_BENCH=OFF

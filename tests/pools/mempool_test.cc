@@ -27,6 +27,32 @@ uint64_t HistogramTotal(const PoolStats& s) {
   return n;
 }
 
+// ---- Prefill ------------------------------------------------------------------------------------
+
+class MempoolPrefill : public HugePoolTest {};
+
+// Two threads filling the reserve at once (the shim's start-up prefill and the maintenance thread's
+// refill): each returns only when the reserve is held, not while the other is still mapping the
+// rest. With a slow source the second caller used to return early, one element short, and the
+// shim printed a spurious "got 3 of 4 reserve elements".
+TEST_F(MempoolPrefill, ConcurrentCallersBothSeeTheWholeReserve) {
+  constexpr size_t kReserve = 4;
+  for (int round = 0; round < 3; ++round) {
+    auto pool = MakePool(HugeOptions("prefill-race", kReserve, Mode::kFailFast));
+    ASSERT_NE(pool, nullptr);
+    TheFaults().mmap_delay_us = 20'000;
+    std::atomic<size_t> other{0};
+    std::thread t([&] { other = pool->Prefill(); });
+    usleep(5'000);  // the other thread is inside its first (slow) map
+    const size_t mine = pool->Prefill();
+    t.join();
+    TheFaults().mmap_delay_us = 0;
+    EXPECT_EQ(mine, kReserve) << "round " << round;
+    EXPECT_EQ(other.load(), kReserve) << "round " << round;
+    EXPECT_EQ(Load(pool->stats().source_calls), kReserve) << "no element mapped twice";
+  }
+}
+
 // ---- 1. Block mode never fails while the reserve covers the demand -------------------------------
 
 class MempoolBlock : public HugePoolTest {};

@@ -10,6 +10,7 @@ namespace {
 void* FaultyMmap(void* addr, size_t len, int prot, int flags, int fd, off_t off) {
   Faults& f = TheFaults();
   f.mmap_calls.fetch_add(1);
+  if (const int us = f.mmap_delay_us.load()) usleep(static_cast<useconds_t>(us));
   bool fail = f.fail_mmap.load();
   if (!fail) {
     long b = f.budget.load();
@@ -43,6 +44,7 @@ void Faults::Reset() {
   err = ENOMEM;
   mmap_calls = 0;
   mmap_failed = 0;
+  mmap_delay_us = 0;
 }
 
 Faults& TheFaults() {

@@ -22,6 +22,7 @@ struct Faults {
   std::atomic<int> err{ENOMEM};
   std::atomic<long> mmap_calls{0};
   std::atomic<long> mmap_failed{0};
+  std::atomic<int> mmap_delay_us{0};  // each mmap sleeps this long first (a slow source)
   void Reset();
 };
 Faults& TheFaults();
