@@ -218,9 +218,6 @@ void DmaPool::CarveLocked(char* page) {
   stats_->dma_pages.store(static_cast<int64_t>(pages_by_addr_.size()), std::memory_order_relaxed);
 }
 
-// The slot array above has a destructor, so touching it goes through the C++ TLS wrapper every
-// time; the fast paths read this plain pointer instead.
-thread_local DmaPool::Cache* DmaPool::t_dma_last_cache = nullptr;
 
 DmaPool::Cache* DmaPool::ThisThreadsCache() {
   Cache* last = DmaPool::t_dma_last_cache;

@@ -130,7 +130,9 @@ class DmaPool {
   };
   // The cache the calling thread used last (of whichever pool): one TLS load and a compare on the
   // fast paths.
-  static thread_local Cache* t_dma_last_cache __attribute__((tls_model("initial-exec")));
+  // Defined here, constant-initialized: every user reads it directly, with no TLS wrapper call.
+  static inline thread_local Cache* t_dma_last_cache __attribute__((tls_model("initial-exec"))) =
+      nullptr;
 
  private:
   DmaPool(DmaPoolOptions options, Mempool* pages, PoolStats* stats, size_t block_size,
