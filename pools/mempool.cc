@@ -90,10 +90,10 @@ size_t Mempool::free_zeroed() const {
 
 void Mempool::PublishLocked() {
   stats_->elements_total.store(static_cast<int64_t>(elements_.size()), std::memory_order_relaxed);
-  PublishUseLocked();
+  PublishUseLocked(/*grew=*/true);
 }
 
-void Mempool::PublishUseLocked() {
+void Mempool::PublishUseLocked(bool grew) {
   PoolStats* s = stats_;  // one load: the stores below could alias the member for the compiler
   const int64_t free = static_cast<int64_t>(FreeCountLocked());
   const int64_t used = static_cast<int64_t>(in_use_);
@@ -103,7 +103,7 @@ void Mempool::PublishUseLocked() {
                         std::memory_order_relaxed);
   s->requested_bytes_in_use.store(requested_bytes_, std::memory_order_relaxed);
   // Every writer holds mu_: a compare and a plain store, no compare-and-swap loop.
-  if (used > s->high_water.load(std::memory_order_relaxed)) {
+  if (grew && used > s->high_water.load(std::memory_order_relaxed)) {
     s->high_water.store(used, std::memory_order_relaxed);
   }
 }
@@ -147,7 +147,7 @@ void* Mempool::TryFreeListLocked(size_t requested, bool region, bool* dirty) {
     return nullptr;
   }
   HandOutLocked(elements_[reinterpret_cast<uintptr_t>(p)], requested, region);
-  if (options_.record_stats) PublishUseLocked();  // elements_total is unchanged
+  if (options_.record_stats) PublishUseLocked(/*grew=*/true);  // elements_total is unchanged
   return p;
 }
 
@@ -439,7 +439,13 @@ bool Mempool::FreeImpl(void* element, bool region) {
       it->second.state = State::kZeroing;  // eager, or a waiter needs it now
       then = Then::kZeroNow;
     }
-    if (options_.record_stats) PublishLocked();
+    if (options_.record_stats) {
+      if (then == Then::kRelease) {
+        PublishLocked();
+      } else {
+        PublishUseLocked(/*grew=*/false);  // elements_total is unchanged, in_use went down
+      }
+    }
   }
   switch (then) {
     case Then::kNothing:

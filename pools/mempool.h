@@ -227,8 +227,8 @@ class Mempool {
   bool KeepOnFreeLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PublishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // PublishLocked without elements_total, for the paths that only move an element between free
-  // and in use.
-  void PublishUseLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // and in use. `grew`: in_use may have gone up (the high-water mark is checked only then).
+  void PublishUseLocked(bool grew) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Wakes one waiter once the pool lock is released: the woken thread's first act is to take the
   // lock, so waking it while still holding the lock would make it sleep again on the mutex.
   struct WakeAfterUnlock {
