@@ -266,6 +266,7 @@ class CudaPool {
     } else if (what == kReleased) {
       ReleaseLarge(p, b);
     }
+    NotifyFreed(e_);  // a cudaHostAlloc waiting in this pool's mode retries now
     return true;
   }
 

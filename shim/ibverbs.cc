@@ -164,6 +164,7 @@ DMASHIM_HOOK int ibv_dereg_mr(void* mr) {
     if (rc == 0) {
       m.entry->stats->frees.fetch_add(1, std::memory_order_relaxed);
       ib::Publish(m.entry, -1, -static_cast<int64_t>(m.len));
+      dmashim::NotifyFreed(m.entry);  // a registration waiting in this pool's mode retries now
     } else {
       dmashim::FutexLockGuard l(&ib::g_mu);
       (*ib::g_mrs)[reinterpret_cast<uintptr_t>(mr)] = m;

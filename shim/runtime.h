@@ -29,7 +29,15 @@ struct PoolEntry {
   std::unique_ptr<Mempool> pool;  // null for the default record
   PoolStats* stats = nullptr;
   int index = 0;  // position in the stats segment
+  // Bumped by NotifyFreed: a guarded wait (Runtime::WaitLoop) sleeps on it between retries, so
+  // memory this process frees wakes it at once; memory other processes free is seen by polling.
+  std::atomic<uint32_t> freed_seq{0};
+  std::atomic<int> sleepers{0};
 };
+
+// Memory that `entry`'s guarded waits may be waiting for was freed in this process (a CUDA block
+// released, an RDMA registration dropped): they retry now instead of at their next poll.
+void NotifyFreed(PoolEntry* entry);
 
 // Hook families, for the self-check and the per-family switches.
 enum class Family : int { kMmap = 0, kShm = 1, kMlock = 2, kCuda = 3, kIbverbs = 4 };

@@ -104,6 +104,28 @@ int Hold(int n, size_t size, unsigned f, bool free_them) {
   return 0;
 }
 
+// `held` blocks of `size` bytes (the pool's max), then one more, which waits; another thread
+// frees one of the held blocks after `delay_ms`. Prints how long the extra allocation took.
+int Handoff(int held, size_t size, int delay_ms) {
+  std::vector<void*> ps(static_cast<size_t>(held), nullptr);
+  for (void*& p : ps) {
+    if (cudaHostAlloc(&p, size, 0) != 0) return 3;
+  }
+  const uint64_t t0 = NowUs();
+  std::thread freer([&] {
+    usleep(static_cast<useconds_t>(delay_ms) * 1000);
+    cudaFreeHost(ps[0]);
+  });
+  void* extra = nullptr;
+  const int rc = cudaHostAlloc(&extra, size, 0);
+  const uint64_t waited = NowUs() - t0;
+  freer.join();
+  if (rc == 0) cudaFreeHost(extra);
+  for (size_t i = 1; i < ps.size(); ++i) cudaFreeHost(ps[i]);
+  printf("rc=%d waited_us=%llu\n", rc, static_cast<unsigned long long>(waited));
+  return 0;
+}
+
 int Register(size_t size) {
   void* buf = aligned_alloc(4096, size);
   const int reg = cudaHostRegister(buf, size, 2 /* Mapped */);
@@ -201,6 +223,9 @@ int main(int argc, char** argv) {
   if (mode == "hold" && (argc == 5 || argc == 6)) {
     return Hold(atoi(argv[2]), strtoull(argv[3], nullptr, 10),
                 static_cast<unsigned>(atoi(argv[4])), argc == 5);
+  }
+  if (mode == "handoff" && argc == 5) {
+    return Handoff(atoi(argv[2]), strtoull(argv[3], nullptr, 10), atoi(argv[4]));
   }
   if (mode == "register" && argc == 3) return Register(strtoull(argv[2], nullptr, 10));
   if (mode == "foreign") return Foreign();

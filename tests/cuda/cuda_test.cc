@@ -159,6 +159,28 @@ mode  = "timeout:150ms"
   EXPECT_EQ(Get(p->wait_count), 1u);
 }
 
+// A cudaHostAlloc waiting in block mode is woken by a block freed in the same process, not left to
+// its next poll: retry_interval is 2 s here, and the block comes back after 100 ms.
+TEST_F(CudaTest, BlockModeWaitEndsWhenAnotherThreadFreesABlock) {
+  constexpr char kBlock[] = R"(
+[pool.gpu-staging]
+match          = { call = "cuda" }
+max            = 2
+mode           = "block"
+retry_interval = "2s"
+retry_max      = "2s"
+)";
+  RunResult r = Run(true, {"handoff", "2", "200000", "100"}, kBlock);
+  EXPECT_EQ(r.kv["rc"], "0") << r.out;
+  EXPECT_GE(U(r, "waited_us"), 100000u);
+  EXPECT_LT(U(r, "waited_us"), 1000000u) << "woken by the free, not by the 2 s poll";
+  const PoolStats* p = Pool("gpu-staging");
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(Get(p->wait_count), 1u);
+  EXPECT_EQ(Get(p->alloc_waited), 1u);
+  EXPECT_EQ(Get(p->fail_timeout) + Get(p->fail_source) + Get(p->fail_fast), 0u);
+}
+
 TEST_F(CudaTest, ReserveIsBuiltAtTheFirstCudaCallNotAtLoad) {
   constexpr char kReserve[] = R"(
 [pool.gpu-staging]

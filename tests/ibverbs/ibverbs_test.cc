@@ -104,6 +104,18 @@ retry_interval = "20ms"
   ASSERT_NE(p, nullptr);
   EXPECT_EQ(Get(p->alloc_waited), 1u);
   EXPECT_EQ(Get(p->wait_count), 1u);
+  // The deregistration wakes the wait: with a 2 s poll it still ends soon after the release.
+  constexpr char kSlowPoll[] = R"(
+[pool.rdma]
+match          = { call = "ibverbs" }
+mode           = "block"
+retry_interval = "2s"
+retry_max      = "2s"
+)";
+  RunResult woken = Run(true, {"wait", "1048576"}, kSlowPoll, budget);
+  EXPECT_EQ(woken.kv["third"], "1") << woken.out << woken.err;
+  EXPECT_LT(std::strtoull(woken.kv["third_us"].c_str(), nullptr, 10), 1000000u)
+      << "woken by the deregistration, not by the 2 s poll";
 }
 
 TEST_F(IbverbsTest, ForkBehaviourIsRdmaCoresNotTheShims) {
