@@ -22,6 +22,8 @@
 #include <thread>
 #include <vector>
 
+#include "tests/common/child.h"
+
 extern "C" {
 int cudaHostAlloc(void** p, size_t size, unsigned int flags);
 int cudaMallocHost(void** p, size_t size);
@@ -193,20 +195,9 @@ int ForkStorm(int forks) {
     const pid_t pid = fork();
     if (pid < 0) break;
     if (pid == 0) _exit(SmallAndLarge(50) ? 0 : 1);
-    int status = 0, waited = 0;
-    pid_t r;
-    while ((r = waitpid(pid, &status, WNOHANG)) == 0 && waited < 5000) {
-      usleep(1000);
-      ++waited;
-    }
-    if (r == 0) {
-      kill(pid, SIGKILL);
-      while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-      }
-      ++hung;
-    } else if (r < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-      ++failed;
-    }
+    const dmashim::testing::ChildEnd end = dmashim::testing::WaitChildOrKill(pid, 5000);
+    hung += end == dmashim::testing::ChildEnd::kHung;
+    failed += end == dmashim::testing::ChildEnd::kFailed;
   }
   stop.store(true);
   for (auto& t : threads) t.join();

@@ -24,6 +24,8 @@
 #include <thread>
 #include <vector>
 
+#include "tests/common/child.h"
+
 extern "C" unsigned long ibverbs_standin_count(const char* what);
 
 namespace {
@@ -168,20 +170,9 @@ int ForkStorm(int forks) {
       char* b = static_cast<char*>(aligned_alloc(4096, kSize));
       _exit(b != nullptr && RegDereg(b, kSize) ? 0 : 1);
     }
-    int status = 0, waited = 0;
-    pid_t r;
-    while ((r = waitpid(pid, &status, WNOHANG)) == 0 && waited < 5000) {
-      usleep(1000);
-      ++waited;
-    }
-    if (r == 0) {
-      kill(pid, SIGKILL);
-      while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-      }
-      ++hung;
-    } else if (r < 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-      ++failed;
-    }
+    const dmashim::testing::ChildEnd end = dmashim::testing::WaitChildOrKill(pid, 5000);
+    hung += end == dmashim::testing::ChildEnd::kHung;
+    failed += end == dmashim::testing::ChildEnd::kFailed;
   }
   stop.store(true);
   for (auto& t : threads) t.join();
