@@ -23,6 +23,7 @@
 #include "gtest/gtest.h"
 #include "pools/sys.h"
 #include "shim/stats_segment.h"
+#include "tests/common/net.h"
 #include "tests/exporter/test_util.h"
 
 namespace dmashim {
@@ -168,18 +169,7 @@ std::string Header(const std::string& resp, const std::string& name) {
 }
 
 TEST_F(ExporterBinary, ServesTheSameTextOverHttpWithTypeAndLength) {
-  int port = 0;
-  {  // a free port
-    int s = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof a;
-    bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-    getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-    port = ntohs(a.sin_port);
-    close(s);
-  }
+  const int port = testing::FreePort();
   const std::string listen = absl::StrCat("127.0.0.1:", port);
   pid_t exporter = fork();
   if (exporter == 0) {

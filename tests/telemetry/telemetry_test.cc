@@ -22,6 +22,7 @@
 #include "absl/strings/str_split.h"
 #include "gtest/gtest.h"
 #include "tests/common/hugepages.h"
+#include "tests/common/net.h"
 #include "tests/shim/harness.h"
 
 namespace dmashim::testing {
@@ -37,18 +38,6 @@ std::map<std::string, std::string> Kv(const std::string& line) {
     kv[p.first] = p.second;
   }
   return kv;
-}
-
-int FreePort() {
-  int s = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-  close(s);
-  return ntohs(a.sin_port);
 }
 
 // GET http://127.0.0.1:port/path; the body, or nullopt when nothing answers (2 s bound).
