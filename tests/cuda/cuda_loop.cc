@@ -178,31 +178,15 @@ bool SmallAndLarge(int small) {
 
 // A child that has not exited after 5 s is counted as hung and killed.
 int ForkStorm(int forks) {
-  std::atomic<bool> stop{false};
-  std::atomic<long> rounds{0};
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 2; ++t) {
-    threads.emplace_back([&] {
-      while (!stop.load(std::memory_order_relaxed)) {
-        SmallAndLarge(100);
-        rounds.fetch_add(1, std::memory_order_relaxed);
-      }
-    });
-  }
-  while (rounds.load() < 20) usleep(1000);  // pages pinned, large blocks cached: no new pins now
-  int done = 0, hung = 0, failed = 0;
-  for (; done < forks && hung == 0; ++done) {
-    const pid_t pid = fork();
-    if (pid < 0) break;
-    if (pid == 0) _exit(SmallAndLarge(50) ? 0 : 1);
-    const dmashim::testing::ChildEnd end = dmashim::testing::WaitChildOrKill(pid, 5000);
-    hung += end == dmashim::testing::ChildEnd::kHung;
-    failed += end == dmashim::testing::ChildEnd::kFailed;
-  }
-  stop.store(true);
-  for (auto& t : threads) t.join();
-  printf("forks=%d hung=%d failed=%d\n", done, hung, failed);
-  return 0;
+  return dmashim::testing::ForkStorm(
+      forks, 20,  // by then pages are pinned and large blocks cached: no new pins
+      [](const std::atomic<bool>& stop, std::atomic<long>& rounds) {
+        while (!stop.load(std::memory_order_relaxed)) {
+          SmallAndLarge(100);
+          rounds.fetch_add(1, std::memory_order_relaxed);
+        }
+      },
+      [] { return SmallAndLarge(50); });
 }
 
 }  // namespace

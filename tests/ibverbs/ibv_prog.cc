@@ -148,36 +148,20 @@ bool RegDereg(char* buf, size_t size) {
 // A child that has not exited after 5 s is counted as hung and killed.
 int ForkStorm(int forks) {
   constexpr size_t kSize = 65536;
-  std::atomic<bool> stop{false};
-  std::atomic<long> rounds{0};
-  std::vector<std::thread> threads;
-  for (int t = 0; t < 2; ++t) {
-    threads.emplace_back([&] {
-      char* b = static_cast<char*>(aligned_alloc(4096, kSize));
-      while (!stop.load(std::memory_order_relaxed)) {
-        RegDereg(b, kSize);
-        rounds.fetch_add(1, std::memory_order_relaxed);
-      }
-      free(b);
-    });
-  }
-  while (rounds.load() < 10) usleep(1000);
-  int done = 0, hung = 0, failed = 0;
-  for (; done < forks && hung == 0; ++done) {
-    const pid_t pid = fork();
-    if (pid < 0) break;
-    if (pid == 0) {
-      char* b = static_cast<char*>(aligned_alloc(4096, kSize));
-      _exit(b != nullptr && RegDereg(b, kSize) ? 0 : 1);
-    }
-    const dmashim::testing::ChildEnd end = dmashim::testing::WaitChildOrKill(pid, 5000);
-    hung += end == dmashim::testing::ChildEnd::kHung;
-    failed += end == dmashim::testing::ChildEnd::kFailed;
-  }
-  stop.store(true);
-  for (auto& t : threads) t.join();
-  printf("forks=%d hung=%d failed=%d\n", done, hung, failed);
-  return 0;
+  return dmashim::testing::ForkStorm(
+      forks, 10,
+      [](const std::atomic<bool>& stop, std::atomic<long>& rounds) {
+        char* b = static_cast<char*>(aligned_alloc(4096, kSize));
+        while (!stop.load(std::memory_order_relaxed)) {
+          RegDereg(b, kSize);
+          rounds.fetch_add(1, std::memory_order_relaxed);
+        }
+        free(b);
+      },
+      [] {
+        char* b = static_cast<char*>(aligned_alloc(4096, kSize));
+        return b != nullptr && RegDereg(b, kSize);
+      });
 }
 
 }  // namespace
