@@ -293,7 +293,6 @@ void Runtime::OnMprotect(void* addr, size_t len, int prot) {
 }
 
 namespace {
-// Sleeps up to ns; returns EINTR when a signal handler ran.
 // Sleeps up to `ns`, or until NotifyFreed(entry) bumps `freed_seq` past `seen`. EINTR when a
 // signal handler ran. (sleepers and freed_seq are sequentially consistent on both sides: a
 // notifier that reads no sleeper bumped the word before the waiter's futex compared it.)
