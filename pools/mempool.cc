@@ -126,13 +126,6 @@ void Mempool::HandOutLocked(Element& e, size_t requested, bool region) {
   requested_bytes_ += static_cast<int64_t>(requested);
 }
 
-void Mempool::NoteMappedLocked(void* element) {
-  const uintptr_t a = reinterpret_cast<uintptr_t>(element);
-  if (a < lo_.load(std::memory_order_relaxed)) lo_.store(a, std::memory_order_relaxed);
-  const uintptr_t end = a + options_.element_size;
-  if (end > hi_.load(std::memory_order_relaxed)) hi_.store(end, std::memory_order_relaxed);
-}
-
 void* Mempool::TryFreeListLocked(size_t requested, bool region, bool* dirty) {
   void* p = nullptr;
   *dirty = false;
@@ -186,7 +179,6 @@ void* Mempool::TrySource(size_t requested, bool region, int* err, bool* from_fre
     stats_->source_failures.fetch_add(1, std::memory_order_relaxed);
     return nullptr;
   }
-  NoteMappedLocked(p);
   HandOutLocked(elements_[reinterpret_cast<uintptr_t>(p)], requested, region);
   PublishLocked();
   return p;
@@ -222,7 +214,6 @@ size_t Mempool::Prefill() {
       fill_err_ = err;
       return elements_.size();
     }
-    NoteMappedLocked(p);
     elements_[reinterpret_cast<uintptr_t>(p)] = Element{};
     clean_.push_back(p);
     PublishLocked();

@@ -147,10 +147,7 @@ class Mempool {
   void MarkProtectionChanged(const void* addr, size_t len);
   // False when `p` cannot be an element of this pool: it lies outside the addresses its source
   // has mapped. Lock-free; lets an unmap skip pools without taking their locks.
-  bool MaybeHolds(const void* p) const {
-    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
-    return a >= lo_.load(std::memory_order_relaxed) && a < hi_.load(std::memory_order_relaxed);
-  }
+  bool MaybeHolds(const void* p) const { return source_.MaybeHolds(p); }
 
   // The caller took ownership of an in-use element (partial munmap, mremap): the pool stops
   // tracking it and does not unmap it. The reserve is refilled later. Returns false if unknown.
@@ -214,8 +211,6 @@ class Mempool {
   // Takes a free element if one appeared, else maps a new one (within `max`).
   void* TrySource(size_t requested, bool region, int* err, bool* from_free, bool* dirty,
                   bool count_reserve) ABSL_LOCKS_EXCLUDED(mu_);
-  // Widens the address range MaybeHolds() accepts to cover a newly mapped element.
-  void NoteMappedLocked(void* element) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // alloc_reserve and frees are written only under mu_, so a plain load and store counts them: a
   // locked add on the hit path would cost a third of its time.
   static void BumpLocked(Counter& c) {
@@ -267,9 +262,6 @@ class Mempool {
   uint64_t next_refill_ns_ ABSL_GUARDED_BY(mu_) = 0;
   int fill_err_ ABSL_GUARDED_BY(mu_) = 0;  // errno of the last failed Prefill source call
   std::atomic<uint32_t> wake_seq_{0};
-  // The lowest and one past the highest address of any element mapped (written under mu_).
-  std::atomic<uintptr_t> lo_{UINTPTR_MAX};
-  std::atomic<uintptr_t> hi_{0};
 };
 
 }  // namespace dmashim

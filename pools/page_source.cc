@@ -56,12 +56,14 @@ namespace {
 std::atomic<uintptr_t> g_hull_lo{UINTPTR_MAX};
 std::atomic<uintptr_t> g_hull_hi{0};
 
-void ExtendHull(uintptr_t lo, uintptr_t hi) {
-  uintptr_t cur = g_hull_lo.load(std::memory_order_relaxed);
-  while (lo < cur && !g_hull_lo.compare_exchange_weak(cur, lo, std::memory_order_relaxed)) {
+// Widens [*lo_word, *hi_word) to cover [lo, hi).
+void ExtendHull(std::atomic<uintptr_t>* lo_word, std::atomic<uintptr_t>* hi_word, uintptr_t lo,
+                uintptr_t hi) {
+  uintptr_t cur = lo_word->load(std::memory_order_relaxed);
+  while (lo < cur && !lo_word->compare_exchange_weak(cur, lo, std::memory_order_release)) {
   }
-  cur = g_hull_hi.load(std::memory_order_relaxed);
-  while (hi > cur && !g_hull_hi.compare_exchange_weak(cur, hi, std::memory_order_relaxed)) {
+  cur = hi_word->load(std::memory_order_relaxed);
+  while (hi > cur && !hi_word->compare_exchange_weak(cur, hi, std::memory_order_release)) {
   }
 }
 }  // namespace
@@ -85,7 +87,9 @@ void* PageSource::Map(int* err) const {
   }
   // Before the element can be seen by anyone: a reader that finds an address outside the hull may
   // rely on no pool holding it.
-  ExtendHull(reinterpret_cast<uintptr_t>(p), reinterpret_cast<uintptr_t>(p) + element_size_);
+  const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+  ExtendHull(&g_hull_lo, &g_hull_hi, a, a + element_size_);
+  ExtendHull(&lo_, &hi_, a, a + element_size_);
   // Fault everything in now: an error return instead of SIGBUS at first touch.
   if (sys_->madvise(p, element_size_, MADV_POPULATE_WRITE) != 0) {
     *err = errno == EFAULT || errno == EHWPOISON ? ENOMEM : errno;

@@ -3,6 +3,7 @@
 // out is backed by real memory: a missing huge page is an error here, never a SIGBUS later.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include "absl/strings/string_view.h"
@@ -51,10 +52,19 @@ class PageSource {
   const SourceSpec& spec() const { return spec_; }
   const SysCalls& sys() const { return *sys_; }
 
+  // False when `p` cannot be an element of this source: it lies outside the lowest and highest
+  // addresses Map() has returned. Lock-free (as MappedAddressHull, for this source alone).
+  bool MaybeHolds(const void* p) const {
+    const uintptr_t a = reinterpret_cast<uintptr_t>(p);
+    return a >= lo_.load(std::memory_order_acquire) && a < hi_.load(std::memory_order_acquire);
+  }
+
  private:
   SourceSpec spec_;
   size_t element_size_;
   const SysCalls* sys_;
+  mutable std::atomic<uintptr_t> lo_{UINTPTR_MAX};
+  mutable std::atomic<uintptr_t> hi_{0};
 };
 
 // The lowest and highest address any PageSource in this process has mapped (0, 0 before the first
