@@ -258,12 +258,8 @@ DmaPool::Cache* DmaPool::FindThreadsCache() {
 
 void* DmaPool::AllocOutOfLine(const WaitPolicy* policy, int* err) {
   Cache* c = ThisThreadsCache();
-  if (c != nullptr && c->count > 0) {  // the cache, found now (another pool's was the last used)
-    void* b = c->objs[--c->count];
-    MarkAllocated(b);
-    Cache::Bump(c->allocs);
-    return b;
-  }
+  // The cache, found now (another pool's was the last used).
+  if (c != nullptr && c->count > 0) return PopFromCache(c);
   return AllocSlow(policy != nullptr ? *policy : pages_->policy(), err, c);
 }
 
@@ -319,14 +315,12 @@ bool DmaPool::FreeOutOfLine(void* block) {
   // A page this thread has seen is this pool's; anything else is checked under the lock.
   const uintptr_t base = p & ~(page_size_ - 1);
   if (!c->KnowsPage(base)) return FreeSlow(block, c);
-  if (!IsBlockOffset(p - base) || IsFree(block)) return false;  // not a block, or a double free
+  if (!CanFree(block, p - base)) return false;
   if (c->count == Cache::kCapacity) {
     FutexLockGuard l(&mu_);
     FlushLocked(c, Cache::kBatch);
   }
-  MarkFree(block);
-  c->objs[c->count++] = block;
-  Cache::Bump(c->frees);
+  PushToCache(c, block);
   return true;
 }
 
@@ -334,14 +328,13 @@ bool DmaPool::FreeSlow(void* block, Cache* c) {
   const uintptr_t p = reinterpret_cast<uintptr_t>(block);
   FutexLockGuard l(&mu_);
   const uintptr_t base = PageOfLocked(p);
-  if (base == 0 || !IsBlockOffset(p - base) || IsFree(block)) return false;
-  MarkFree(block);
+  if (base == 0 || !CanFree(block, p - base)) return false;
   if (c != nullptr && free_gate_.load(std::memory_order_acquire) == 0) {
     c->RememberPage(base);
     if (c->count == Cache::kCapacity) FlushLocked(c, Cache::kBatch);
-    c->objs[c->count++] = block;
-    Cache::Bump(c->frees);
+    PushToCache(c, block);
   } else {
+    MarkFree(block);
     auto* b = static_cast<FreeBlock*>(block);
     SetNextFree(b, free_);
     free_ = b;

@@ -77,10 +77,8 @@ class DmaPool {
     const uintptr_t base = p & ~(page_size_ - 1);
     if (c != nullptr && c->pool_id == id_ && free_gate_.load(std::memory_order_relaxed) == 0 &&
         c->KnowsPage(base) && c->count < Cache::kCapacity) [[likely]] {
-      if (!IsBlockOffset(p - base) || IsFree(block)) return false;  // not a block, or a double free
-      MarkFree(block);
-      c->objs[c->count++] = block;
-      Cache::Bump(c->frees);
+      if (!CanFree(block, p - base)) return false;
+      PushToCache(c, block);
       return true;
     }
     return FreeOutOfLine(block);
@@ -177,13 +175,26 @@ class DmaPool {
   // The allocation fast path: a block from this thread's cache for this pool, or nullptr.
   void* AllocFromCache() {
     Cache* c = t_dma_last_cache;
-    if (c != nullptr && c->pool_id == id_ && c->count > 0) [[likely]] {
-      void* b = c->objs[--c->count];
-      MarkAllocated(b);
-      Cache::Bump(c->allocs);
-      return b;
-    }
+    if (c != nullptr && c->pool_id == id_ && c->count > 0) [[likely]] return PopFromCache(c);
     return nullptr;
+  }
+  // Takes the top block of `c`, which must not be empty.
+  void* PopFromCache(Cache* c) const {
+    void* b = c->objs[--c->count];
+    MarkAllocated(b);
+    Cache::Bump(c->allocs);
+    return b;
+  }
+  // Whether `block`, at `offset` into a page of this pool, is a block start that is not already
+  // free (false: not a block, or a double free).
+  bool CanFree(const void* block, uintptr_t offset) const {
+    return IsBlockOffset(offset) && !IsFree(block);
+  }
+  // Puts `block` (CanFree) on `c`, which must have room.
+  void PushToCache(Cache* c, void* block) const {
+    MarkFree(block);
+    c->objs[c->count++] = block;
+    Cache::Bump(c->frees);
   }
   void* AllocOutOfLine(const WaitPolicy* policy, int* err);  // null policy: the Mempool's
   bool FreeOutOfLine(void* block);
