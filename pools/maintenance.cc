@@ -36,6 +36,7 @@ Registry& Reg() {
 
 constexpr int64_t kTickNs = 100'000'000;
 constexpr int64_t kPollNs = 1'000'000;
+constexpr uint64_t kSpinNs = 100'000;
 constexpr int kPollRounds = 200;  // 200 ms of polling after the last piece of work
 constexpr size_t kStackBytes = 256 << 10;
 
@@ -54,6 +55,15 @@ void* ThreadMain(void*) {
     if (r.hook) r.hook();
     if (busy) {
       idle_polls = 0;
+      // Right after work, watch `kick` on the CPU for a short while: a thread that zeroes an
+      // element asks for help (Mempool::ZeroShared) and needs it within microseconds, and waking
+      // a sleeping thread on an idle (virtual) CPU takes tens of them.
+      const uint64_t until = MonotonicNs() + kSpinNs;
+      while (r.kick.load(std::memory_order_acquire) == seen && MonotonicNs() < until) {
+#if defined(__x86_64__)
+        __builtin_ia32_pause();
+#endif
+      }
     } else if (idle_polls < kPollRounds) {
       // Recently busy: poll every millisecond for a while instead of sleeping until woken, so
       // the frees of a busy program queue dirty elements without a wake-up system call each.
@@ -173,12 +183,12 @@ void UnregisterDmaPool(DmaPool* pool) {
   std::erase(r.dma_pools, pool);
 }
 
-void WakeMaintenance() {
+void WakeMaintenance(bool now) {
   Registry& r = Reg();
   if (!r.started.load(std::memory_order_acquire)) StartThread();
   r.kick.fetch_add(1, std::memory_order_seq_cst);
   // Only a sleeping thread needs the system call; a busy one re-reads `kick` before it sleeps.
-  if (r.sleeping.load(std::memory_order_seq_cst)) FutexWake(&r.kick, 1);
+  if (now || r.sleeping.load(std::memory_order_seq_cst)) FutexWake(&r.kick, 1);
 }
 
 void SetMaintenanceHook(std::function<void()> hook) { Reg().hook = std::move(hook); }

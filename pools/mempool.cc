@@ -2,6 +2,7 @@
 
 #include <errno.h>
 #include <string.h>
+#include <sched.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -126,16 +127,28 @@ void Mempool::HandOutLocked(Element& e, size_t requested, bool region) {
   requested_bytes_ += static_cast<int64_t>(requested);
 }
 
-void* Mempool::TryFreeListLocked(size_t requested, bool region, bool* dirty) {
+void* Mempool::TryFreeListLocked(size_t requested, bool region, Ready* how) {
   void* p = nullptr;
-  *dirty = false;
+  *how = Ready::kClean;
   if (!clean_.empty()) {
     p = clean_.back();
     clean_.pop_back();
+  } else if (job_.element != nullptr && job_.free_element) {
+    // An element another thread is zeroing after its free: taking it and helping finish it is
+    // faster than zeroing one from scratch, and far faster than mapping a new page. Its zeroer's
+    // MarkZeroedLocked then finds it in use and leaves it.
+    p = job_.element;
+    ++job_.users;
+    job_.free_element = false;  // this taker's free of it later is a zeroing of its own
+    *how = Ready::kJoined;
+  } else if (!dirty_.empty() && PostJobLocked(dirty_.back(), /*free_element=*/false)) {
+    p = dirty_.back();
+    dirty_.pop_back();
+    *how = Ready::kDirty;  // zeroed by the taker as the pool's job, with the maintenance thread
   } else if (!dirty_.empty()) {
     p = dirty_.back();
     dirty_.pop_back();
-    *dirty = true;
+    *how = Ready::kDirtyAlone;
   } else {
     return nullptr;
   }
@@ -144,19 +157,93 @@ void* Mempool::TryFreeListLocked(size_t requested, bool region, bool* dirty) {
   return p;
 }
 
-void* Mempool::Finish(void* p, bool dirty) {
-  if (dirty) Zero(p);  // a background-zeroing pool that could not keep ahead
+void* Mempool::Finish(void* p, Ready how) {
+  switch (how) {
+    case Ready::kClean:
+      break;
+    case Ready::kDirty:  // a background-zeroing pool that could not keep ahead
+      ZeroShared(p, /*posted=*/true, /*ask_help=*/true, /*mark_zeroed=*/false);
+      break;
+    case Ready::kDirtyAlone:
+      Zero(p);
+      break;
+    case Ready::kJoined:
+      WorkOnJob(p, JobRole::kJoiner, /*from_back=*/false, /*mark_zeroed=*/false);
+      break;
+  }
   return p;
 }
 
-void* Mempool::TrySource(size_t requested, bool region, int* err, bool* from_free, bool* dirty,
+bool Mempool::PostJobLocked(void* p, bool free_element) {
+  if (JobChunks() < 2 || job_.element != nullptr) return false;
+  job_.element = p;
+  job_.free_element = free_element;
+  job_.users = 1;
+  job_.ends.store(JobChunks(), std::memory_order_relaxed);  // front 0, back = chunks
+  job_.done.store(0, std::memory_order_relaxed);
+  return true;
+}
+
+void Mempool::ZeroShared(void* p, bool posted, bool ask_help, bool mark_zeroed) {
+  if (!posted) {
+    Zero(p);  // another element is the job (or this one is one chunk): zeroed by this thread alone
+    if (mark_zeroed) MarkZeroed(p);
+    return;
+  }
+  if (ask_help) WakeMaintenance(/*now=*/true);
+  WorkOnJob(p, JobRole::kOwner, /*from_back=*/!ask_help, mark_zeroed);
+}
+
+void Mempool::WorkOnJob(void* p, JobRole role, bool from_back, bool mark_zeroed) {
+  const uint32_t chunks = JobChunks();
+  char* base = static_cast<char*>(p);
+  // The maintenance thread takes chunks from the back, every other thread from the front: each
+  // core then zeroes the same part of an element that cycles through the pool, which stays in its
+  // cache — alternating chunks would move every line between the cores' caches on each cycle.
+  uint64_t ends = job_.ends.load(std::memory_order_relaxed);
+  for (;;) {
+    const uint32_t front = static_cast<uint32_t>(ends >> 32), back = static_cast<uint32_t>(ends);
+    if (front >= back) break;
+    const uint64_t next = from_back ? ends - 1 : ends + (uint64_t{1} << 32);
+    if (!job_.ends.compare_exchange_weak(ends, next, std::memory_order_relaxed)) continue;
+    const uint32_t c = from_back ? back - 1 : front;
+    memset(base + c * kZeroChunk, 0, kZeroChunk);
+    job_.done.fetch_add(1, std::memory_order_release);
+    if (role != JobRole::kOwner) chunks_shared_.fetch_add(1, std::memory_order_relaxed);
+    ends = job_.ends.load(std::memory_order_relaxed);
+  }
+  // The chunks others claimed are at most one each, ≈ 2 µs: spin, then yield the core to them.
+  const bool wait = role != JobRole::kHelper;
+  for (int spin = 0; wait && job_.done.load(std::memory_order_acquire) < chunks; ++spin) {
+    if (spin < 2000) {
+#if defined(__x86_64__)
+      __builtin_ia32_pause();
+#endif
+    } else {
+      sched_yield();
+    }
+  }
+  WakeAfterUnlock wake;
+  FutexLockGuard l(&mu_);
+  // The owner lists its element as clean in the same critical section as leaving the job (an
+  // allocator then never finds it being zeroed but no longer the job, and maps a new page instead
+  // of waiting for the last chunk) — unless an allocator took it meanwhile: it is in use then, or
+  // already freed again and being zeroed outside the job.
+  if (mark_zeroed && job_.free_element) MarkZeroedLocked(p, &wake);
+  if (--job_.users == 0) {
+    job_.element = nullptr;
+    job_.free_element = false;
+  }
+}
+
+void* Mempool::TrySource(size_t requested, bool region, int* err, bool* from_free, Ready* how,
                          bool count_reserve) {
   *from_free = false;
   {
     FutexLockGuard l(&mu_);
     // An element freed since the caller last looked is taken first: mapping a new one beside it
     // would grow the pool past `max` and waste a page.
-    if (void* p = TryFreeListLocked(requested, region, dirty)) {
+    if (void* p = TryFreeListLocked(requested, region, how)) {
       *from_free = true;
       if (count_reserve) BumpLocked(stats_->alloc_reserve);
       return p;
@@ -250,31 +337,30 @@ void* Mempool::AllocRegion(size_t requested, const WaitPolicy& policy, int* err)
 
 void* Mempool::AllocImpl(size_t requested, bool region, const WaitPolicy& policy, int* err,
                          bool (*abandon)(void*), void* ctx) {
-  bool dirty = false;
+  Ready how = Ready::kClean;
   bool need_fill = false;
+  void* hit = nullptr;
   {
     FutexLockGuard l(&mu_);
     need_fill = !filled_ && reserve_ > 0;
     if (!need_fill) {
-      if (void* p = TryFreeListLocked(requested, region, &dirty)) {
-        if (options_.record_stats) BumpLocked(stats_->alloc_reserve);
-        return Finish(p, dirty);
-      }
+      hit = TryFreeListLocked(requested, region, &how);
+      if (hit != nullptr && options_.record_stats) BumpLocked(stats_->alloc_reserve);
     }
   }
   if (need_fill) {
     Prefill();
     FutexLockGuard l(&mu_);
-    if (void* p = TryFreeListLocked(requested, region, &dirty)) {
-      BumpLocked(stats_->alloc_reserve);
-      return Finish(p, dirty);
-    }
+    hit = TryFreeListLocked(requested, region, &how);
+    if (hit != nullptr) BumpLocked(stats_->alloc_reserve);
   }
+  // Outside the lock: an element that still needs zeroing is zeroed here, with the pool free.
+  if (hit != nullptr) return Finish(hit, how);
   const uint64_t start_ns = MonotonicNs();
   bool from_free = false;
-  if (void* p = TrySource(requested, region, err, &from_free, &dirty, /*count_reserve=*/true)) {
+  if (void* p = TrySource(requested, region, err, &from_free, &how, /*count_reserve=*/true)) {
     if (!from_free) stats_->alloc_source.fetch_add(1, std::memory_order_relaxed);
-    return Finish(p, dirty);
+    return Finish(p, how);
   }
   if (!IsShortageErrno(*err)) {
     stats_->fail_source.fetch_add(1, std::memory_order_relaxed);
@@ -309,13 +395,13 @@ void* Mempool::Wait(size_t requested, bool region, const WaitPolicy& policy, int
     ++waiters_;
   }
   void* got = nullptr;
-  bool dirty = false;
+  Ready how = Ready::kClean;
   int fail = 0;  // errno to fail with, 0 while waiting
   for (;;) {
     const uint32_t seq = wake_seq_.load(std::memory_order_acquire);
     {
       FutexLockGuard l(&mu_);
-      got = TryFreeListLocked(requested, region, &dirty);
+      got = TryFreeListLocked(requested, region, &how);
       if (got != nullptr) {
         --waiters_;
         break;
@@ -329,7 +415,7 @@ void* Mempool::Wait(size_t requested, bool region, const WaitPolicy& policy, int
     if (now >= next_source_ns) {
       int serr = 0;
       bool from_free = false;
-      got = TrySource(requested, region, &serr, &from_free, &dirty, /*count_reserve=*/false);
+      got = TrySource(requested, region, &serr, &from_free, &how, /*count_reserve=*/false);
       if (got != nullptr) {
         FutexLockGuard l(&mu_);
         --waiters_;
@@ -370,7 +456,7 @@ void* Mempool::Wait(size_t requested, bool region, const WaitPolicy& policy, int
     return nullptr;
   }
   stats_->alloc_waited.fetch_add(1, std::memory_order_relaxed);
-  return Finish(got, dirty);
+  return Finish(got, how);
 }
 
 void Mempool::WakeOneLocked(WakeAfterUnlock* wake) {
@@ -398,6 +484,7 @@ bool Mempool::FreeRegion(void* element, size_t len) {
 
 bool Mempool::FreeImpl(void* element, bool region) {
   enum class Then { kNothing, kRelease, kWakeMaintenance, kZeroNow } then = Then::kNothing;
+  bool posted = false;  // kZeroNow: the element is the pool's zeroing job
   {
     WakeAfterUnlock wake;
     FutexLockGuard l(&mu_);
@@ -428,6 +515,7 @@ bool Mempool::FreeImpl(void* element, bool region) {
       then = Then::kWakeMaintenance;
     } else {
       it->second.state = State::kZeroing;  // eager, or a waiter needs it now
+      posted = PostJobLocked(element, /*free_element=*/true);
       then = Then::kZeroNow;
     }
     if (options_.record_stats) {
@@ -449,8 +537,7 @@ bool Mempool::FreeImpl(void* element, bool region) {
       WakeMaintenance();
       break;
     case Then::kZeroNow:
-      Zero(element);
-      MarkZeroed(element);
+      ZeroShared(element, posted, /*ask_help=*/true, /*mark_zeroed=*/true);
       break;
   }
   return true;
@@ -459,12 +546,20 @@ bool Mempool::FreeImpl(void* element, bool region) {
 void Mempool::MarkZeroed(void* element) {
   WakeAfterUnlock wake;
   FutexLockGuard l(&mu_);
+  MarkZeroedLocked(element, &wake);
+}
+
+void Mempool::MarkZeroedLocked(void* element, WakeAfterUnlock* wake) {
   auto it = elements_.find(reinterpret_cast<uintptr_t>(element));
-  if (it == elements_.end() || it->second.state != State::kZeroing) return;  // evicted meanwhile
+  // Evicted meanwhile, or taken by an allocator that joined its zeroing: not the pool's to list.
+  if (it == elements_.end() || it->second.state != State::kZeroing) return;
+  // On the clean list from here on: no longer an element to take by joining its zeroing (a helper
+  // may still be leaving the job).
+  if (job_.element == element) job_.free_element = false;
   it->second.state = State::kFree;
   clean_.push_back(element);
   PublishLocked();
-  WakeOneLocked(&wake);
+  WakeOneLocked(wake);
 }
 
 bool Mempool::Owns(const void* p) const {
@@ -599,29 +694,40 @@ ResizeResult Mempool::Resize(size_t new_reserve) {
 }
 
 bool Mempool::Maintain() {
+  enum class Work { kNone, kHelp, kZero, kRefill } work = Work::kNone;
   void* p = nullptr;
-  bool refill = false;
+  bool posted = false;
   {
     FutexLockGuard l(&mu_);
-    if (!dirty_.empty() && (dirty_.size() > 1 || clean_.size() > 0 || in_use_ == 0)) {
-      // The oldest dirty element: a busy allocator pops the newest. While nothing is clean and
-      // the allocator is active, the last dirty one is left to it — taking it would send the
-      // allocator to the kernel for a fresh page, slower than zeroing in place.
+    if (job_.element != nullptr && job_.Open()) {
+      // Another thread is zeroing an element it needs now: take chunks of it on this core.
+      p = job_.element;
+      ++job_.users;
+      work = Work::kHelp;
+    } else if (!dirty_.empty()) {
+      // The oldest dirty element: a busy allocator pops the newest. An allocator that finds
+      // nothing clean meanwhile joins this zeroing (TryFreeListLocked) rather than map a new page.
       p = dirty_.front();
       dirty_.erase(dirty_.begin());
       elements_[reinterpret_cast<uintptr_t>(p)].state = State::kZeroing;
+      posted = PostJobLocked(p, /*free_element=*/true);
+      work = Work::kZero;
     } else if (filled_ && elements_.size() + pending_ < reserve_ && MonotonicNs() >= next_refill_ns_) {
-      refill = true;
+      work = Work::kRefill;
     }
   }
-  if (p != nullptr) {
-    Zero(p);
-    MarkZeroed(p);
-    return true;
-  }
-  if (refill) {
-    Prefill();
-    return false;  // retried; the next attempt waits for retry_interval
+  switch (work) {
+    case Work::kNone:
+      return false;
+    case Work::kHelp:
+      WorkOnJob(p, JobRole::kHelper, /*from_back=*/true, /*mark_zeroed=*/false);
+      return true;
+    case Work::kZero:
+      ZeroShared(p, posted, /*ask_help=*/false, /*mark_zeroed=*/true);
+      return true;
+    case Work::kRefill:
+      Prefill();
+      return false;  // retried; the next attempt waits for retry_interval
   }
   return false;
 }
@@ -649,6 +755,8 @@ void Mempool::ForkChild() {
   }
   clean_.clear();
   dirty_.clear();
+  job_.element = nullptr;  // its zeroing threads are not in the child
+  job_.users = 0;
   waiters_ = 0;
   pending_ = 0;
   filled_ = false;  // the child rebuilds its reserve lazily

@@ -188,6 +188,10 @@ class Mempool {
   // thread), or any free element with zero = none. Takes the pool lock briefly, so the zeroing of
   // every element counted here happens-before the caller's next access to it.
   size_t free_zeroed() const;
+  // Chunks (64 KiB) of elements zeroed by a thread other than the one that started zeroing them:
+  // the maintenance thread helping an allocating or freeing thread, or an allocator finishing an
+  // element the maintenance thread had started. For tests and benchmarks.
+  uint64_t zero_chunks_shared() const { return chunks_shared_.load(std::memory_order_relaxed); }
 
  private:
   enum class State : uint8_t { kFree, kInUse, kZeroing };
@@ -201,15 +205,20 @@ class Mempool {
 
   Mempool(MempoolOptions options, PoolStats* stats, const SysCalls* sys);
 
+  // How an element taken from the free list becomes ready: as it is (clean), zeroed by the taker
+  // as the pool's zeroing job (dirty) or alone (another element is the job), or by joining the
+  // job already under way on it.
+  enum class Ready : uint8_t { kClean, kDirty, kDirtyAlone, kJoined };
+
   void* AllocImpl(size_t requested, bool region, const WaitPolicy& policy, int* err,
                   bool (*abandon)(void*), void* ctx);
   bool FreeImpl(void* element, bool region);
   // Marks `e` handed out for a request of `requested` bytes and publishes the figures.
   void HandOutLocked(Element& e, size_t requested, bool region) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void* TryFreeListLocked(size_t requested, bool region, bool* dirty)
+  void* TryFreeListLocked(size_t requested, bool region, Ready* how)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes a free element if one appeared, else maps a new one (within `max`).
-  void* TrySource(size_t requested, bool region, int* err, bool* from_free, bool* dirty,
+  void* TrySource(size_t requested, bool region, int* err, bool* from_free, Ready* how,
                   bool count_reserve) ABSL_LOCKS_EXCLUDED(mu_);
   // alloc_reserve and frees are written only under mu_, so a plain load and store counts them: a
   // locked add on the hit path would cost a third of its time.
@@ -218,7 +227,7 @@ class Mempool {
   }
   void* Wait(size_t requested, bool region, const WaitPolicy& policy, int* err, uint64_t start_ns,
              bool (*abandon)(void*), void* ctx);
-  void* Finish(void* p, bool dirty);
+  void* Finish(void* p, Ready how);
   bool KeepOnFreeLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PublishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // PublishLocked without elements_total, for the paths that only move an element between free
@@ -238,7 +247,29 @@ class Mempool {
   }
   void* PopAnyFreeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Zero(void* p) const;
+  // Zeroes `p`, which the caller owns (taken from the free list, or marked kZeroing), on two cores
+  // when it can: the element is the pool's zeroing job, the maintenance thread is asked to help
+  // (unless `ask_help` is false: the caller is the maintenance thread), and both claim chunks
+  // until none is left. Returns once all of `p` is zero.
+  // `posted`: PostJobLocked(p) succeeded (else the caller zeroes alone). `mark_zeroed`: `p` is a
+  // freed element (kZeroing) that goes on the clean list once zero.
+  void ZeroShared(void* p, bool posted, bool ask_help, bool mark_zeroed) ABSL_LOCKS_EXCLUDED(mu_);
+  // Makes `p` (owned by the caller, not yet visible to other threads as free) the pool's zeroing
+  // job. False when another element is the job, or `p` is a single chunk.
+  // `free_element`: `p` is a freed element (kZeroing) that an allocator may take while it is being
+  // zeroed; false when the caller already took it.
+  bool PostJobLocked(void* p, bool free_element) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Who works on a job: the thread that posted it, the maintenance thread helping, or an
+  // allocator that took the element while it was being zeroed.
+  enum class JobRole : uint8_t { kOwner, kHelper, kJoiner };
+  // Claims and zeroes chunks of the job on `p` until none is left (from the back: the maintenance
+  // thread; from the front: others); then, except for a helper, waits for the chunks other threads
+  // claimed. The caller is counted in job_.users; this uncounts it (and with `mark_zeroed` puts
+  // the element on the clean list in the same critical section).
+  void WorkOnJob(void* p, JobRole role, bool from_back, bool mark_zeroed) ABSL_LOCKS_EXCLUDED(mu_);
+  uint32_t JobChunks() const { return static_cast<uint32_t>(options_.element_size / kZeroChunk); }
   void MarkZeroed(void* element) ABSL_LOCKS_EXCLUDED(mu_);
+  void MarkZeroedLocked(void* element, WakeAfterUnlock* wake) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Observe(SlowPath what, uint64_t ns, int err) const {
     if (options_.observer != nullptr) options_.observer(options_.observer_ctx, *this, what, ns, err);
   }
@@ -262,6 +293,26 @@ class Mempool {
   uint64_t next_refill_ns_ ABSL_GUARDED_BY(mu_) = 0;
   int fill_err_ ABSL_GUARDED_BY(mu_) = 0;  // errno of the last failed Prefill source call
   std::atomic<uint32_t> wake_seq_{0};
+
+  // The element being zeroed in chunks any thread may claim (ZeroShared): one at a time per pool.
+  static constexpr size_t kZeroChunk = size_t{64} << 10;
+  struct ZeroJob {
+    // Chunks not yet claimed: [front, back) as front << 32 | back.
+    std::atomic<uint64_t> ends{0};
+    std::atomic<uint32_t> done{0};  // chunks written (release: the writes happen-before a reader)
+    void* element = nullptr;        // null: no job
+    // The element is free while zeroed and no allocator has taken it yet: the next may, and join.
+    // (Not its state alone: once taken, it can be freed again and zeroed outside the job while
+    // the job's last users are still leaving.)
+    bool free_element = false;
+    int users = 0;                  // threads working on it; the slot frees when the last leaves
+    bool Open() const {
+      const uint64_t e = ends.load(std::memory_order_relaxed);
+      return (e >> 32) < static_cast<uint32_t>(e);
+    }
+  };
+  ZeroJob job_;  // element and users are guarded by mu_
+  std::atomic<uint64_t> chunks_shared_{0};  // chunks zeroed by a thread that joined a job
 };
 
 }  // namespace dmashim
