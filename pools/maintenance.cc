@@ -26,6 +26,7 @@ struct Registry {
   std::atomic<uint32_t> kick{0};
   std::atomic<bool> sleeping{false};  // the thread is (about to be) in FutexWait on `kick`
   std::atomic<bool> started{false};
+  std::atomic<bool> forked{false};  // this process is a fork child of a process with pools
   std::atomic<int> running{0};
 };
 
@@ -44,6 +45,7 @@ void* ThreadMain(void*) {
   Registry& r = Reg();
   r.running.fetch_add(1);
   int idle_polls = kPollRounds;
+  uint64_t spin_until = 0;
   for (;;) {
     uint32_t seen = r.kick.load(std::memory_order_acquire);
     bool busy = false;
@@ -55,11 +57,12 @@ void* ThreadMain(void*) {
     if (r.hook) r.hook();
     if (busy) {
       idle_polls = 0;
-      // Right after work, watch `kick` on the CPU for a short while: a thread that zeroes an
-      // element asks for help (Mempool::ZeroShared) and needs it within microseconds, and waking
-      // a sleeping thread on an idle (virtual) CPU takes tens of them.
-      const uint64_t until = MonotonicNs() + kSpinNs;
-      while (r.kick.load(std::memory_order_acquire) == seen && MonotonicNs() < until) {
+      spin_until = MonotonicNs() + kSpinNs;
+    } else if (MonotonicNs() < spin_until) {
+      // Just after work, watch `kick` on the CPU for a short while before sleeping: a thread that
+      // zeroes an element asks for help (Mempool::ZeroShared) and needs it within microseconds,
+      // and waking a sleeping thread on an idle (virtual) CPU takes tens of them.
+      while (r.kick.load(std::memory_order_acquire) == seen && MonotonicNs() < spin_until) {
 #if defined(__x86_64__)
         __builtin_ia32_pause();
 #endif
@@ -131,6 +134,7 @@ void AtforkChild() {
   for (FutexLock* l : r.outer_locks) l->Unlock();
   // The maintenance thread does not exist in the child; the next request starts a new one.
   r.started.store(false);
+  r.forked.store(true);
   r.running.store(0);
   r.mu.Unlock();
 }
@@ -185,7 +189,12 @@ void UnregisterDmaPool(DmaPool* pool) {
 
 void WakeMaintenance(bool now) {
   Registry& r = Reg();
-  if (!r.started.load(std::memory_order_acquire)) StartThread();
+  if (!r.started.load(std::memory_order_acquire)) {
+    // Help with a zeroing is optional (the caller zeroes alone without it): a fork child, which
+    // often only execs, gets no thread started for it.
+    if (now && r.forked.load(std::memory_order_relaxed)) return;
+    StartThread();
+  }
   r.kick.fetch_add(1, std::memory_order_seq_cst);
   // Only a sleeping thread needs the system call; a busy one re-reads `kick` before it sleeps.
   if (now || r.sleeping.load(std::memory_order_seq_cst)) FutexWake(&r.kick, 1);

@@ -27,7 +27,8 @@ void UnregisterDmaPool(DmaPool* pool);
 // Asks the maintenance thread to run soon (starting it if needed). Cheap; callable with a pool
 // lock held (it takes no pool lock and makes no allocation once the thread runs). With `now`, a
 // thread polling between recent pieces of work is woken too (a system call): for work that is
-// waited on (a zeroing job to help with), where "within a millisecond" is too late.
+// waited on (a zeroing job to help with), where "within a millisecond" is too late; such a wake
+// does not start the thread in a fork child.
 void WakeMaintenance(bool now = false);
 
 // Extra periodic work (the shim's watchdog and control requests); run on the maintenance thread

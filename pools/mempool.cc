@@ -299,6 +299,13 @@ size_t Mempool::Prefill() {
       stats_->source_failures.fetch_add(1, std::memory_order_relaxed);
       next_refill_ns_ = MonotonicNs() + absl::ToInt64Nanoseconds(options_.retry_interval);
       fill_err_ = err;
+      // Another thread's map still in flight (the maintenance thread topping up) may succeed:
+      // what is held is known once it is back.
+      while (pending_ > 0) {
+        mu_.Unlock();
+        usleep(50);
+        mu_.Lock();
+      }
       return elements_.size();
     }
     elements_[reinterpret_cast<uintptr_t>(p)] = Element{};
