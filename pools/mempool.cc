@@ -565,7 +565,9 @@ void Mempool::MarkZeroedLocked(void* element, WakeAfterUnlock* wake) {
   if (job_.element == element) job_.free_element = false;
   it->second.state = State::kFree;
   clean_.push_back(element);
-  PublishLocked();
+  // Only the free count changed. One store: this runs on the maintenance thread, and every line of
+  // the record it writes is one the allocating thread's next hit must fetch back from this core.
+  stats_->reserve_level.store(static_cast<int64_t>(FreeCountLocked()), std::memory_order_relaxed);
   WakeOneLocked(wake);
 }
 
