@@ -714,10 +714,10 @@ bool Mempool::Maintain() {
       ++job_.users;
       work = Work::kHelp;
     } else if (!dirty_.empty()) {
-      // The oldest dirty element: a busy allocator pops the newest. An allocator that finds
+      // The newest dirty element, the one most likely still in a cache. An allocator that finds
       // nothing clean meanwhile joins this zeroing (TryFreeListLocked) rather than map a new page.
-      p = dirty_.front();
-      dirty_.erase(dirty_.begin());
+      p = dirty_.back();
+      dirty_.pop_back();
       elements_[reinterpret_cast<uintptr_t>(p)].state = State::kZeroing;
       posted = PostJobLocked(p, /*free_element=*/true);
       work = Work::kZero;
