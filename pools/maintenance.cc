@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
 #include <mutex>
 #include <vector>
@@ -28,6 +29,7 @@ struct Registry {
   std::atomic<bool> started{false};
   std::atomic<bool> forked{false};  // this process is a fork child of a process with pools
   std::atomic<int> running{0};
+  std::atomic<uint64_t> spun_ns{0};  // time spent watching `kick` on the CPU
 };
 
 Registry& Reg() {
@@ -38,6 +40,7 @@ Registry& Reg() {
 constexpr int64_t kTickNs = 100'000'000;
 constexpr int64_t kPollNs = 1'000'000;
 constexpr uint64_t kSpinNs = 100'000;
+constexpr uint64_t kMinSpinNs = 5'000;
 constexpr int kPollRounds = 200;  // 200 ms of polling after the last piece of work
 constexpr size_t kStackBytes = 256 << 10;
 
@@ -46,6 +49,10 @@ void* ThreadMain(void*) {
   r.running.fetch_add(1);
   int idle_polls = kPollRounds;
   uint64_t spin_until = 0;
+  // How long to watch `kick` after work: doubled (up to kSpinNs) after a watch that a request
+  // ended, halved (down to kMinSpinNs) after one that saw none — a program whose requests come
+  // further apart than that does not keep a core spinning for nothing.
+  uint64_t spin_ns = kSpinNs;
   for (;;) {
     uint32_t seen = r.kick.load(std::memory_order_acquire);
     bool busy = false;
@@ -57,15 +64,23 @@ void* ThreadMain(void*) {
     if (r.hook) r.hook();
     if (busy) {
       idle_polls = 0;
-      spin_until = MonotonicNs() + kSpinNs;
+      spin_until = MonotonicNs() + spin_ns;
     } else if (MonotonicNs() < spin_until) {
       // Just after work, watch `kick` on the CPU for a short while before sleeping: a thread that
       // zeroes an element asks for help (Mempool::ZeroShared) and needs it within microseconds,
       // and waking a sleeping thread on an idle (virtual) CPU takes tens of them.
+      const uint64_t spin_start = MonotonicNs();
       while (r.kick.load(std::memory_order_acquire) == seen && MonotonicNs() < spin_until) {
 #if defined(__x86_64__)
         __builtin_ia32_pause();
 #endif
+      }
+      r.spun_ns.fetch_add(MonotonicNs() - spin_start, std::memory_order_relaxed);
+      if (r.kick.load(std::memory_order_relaxed) != seen) {
+        spin_ns = std::min(spin_ns * 2, kSpinNs);
+      } else {
+        spin_ns = std::max(spin_ns / 2, kMinSpinNs);
+        spin_until = 0;
       }
     } else if (idle_polls < kPollRounds) {
       // Recently busy: poll every millisecond for a while instead of sleeping until woken, so
@@ -203,5 +218,7 @@ void WakeMaintenance(bool now) {
 void SetMaintenanceHook(std::function<void()> hook) { Reg().hook = std::move(hook); }
 
 int MaintenanceThreadsRunning() { return Reg().running.load(); }
+
+uint64_t MaintenanceSpinNs() { return Reg().spun_ns.load(std::memory_order_relaxed); }
 
 }  // namespace dmashim

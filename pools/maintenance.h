@@ -7,6 +7,7 @@
 // inherited held by a thread that does not exist in the child.
 #pragma once
 
+#include <cstdint>
 #include <functional>
 
 #include "pools/lock.h"
@@ -37,6 +38,9 @@ void SetMaintenanceHook(std::function<void()> hook);
 
 // Number of maintenance threads running in this process (0 or 1); for tests.
 int MaintenanceThreadsRunning();
+// Time the maintenance thread has spent watching for requests on the CPU after its work; for
+// tests.
+uint64_t MaintenanceSpinNs();
 
 // fork(2) and locks. A child has only the forking thread, so a lock another thread held at the
 // fork would stay locked in the child for ever. The registry's pthread_atfork handlers therefore
