@@ -123,7 +123,9 @@ inline constexpr ConfigKey kConfigKeys[] = {
     {KeyId::kInterruptible, KeySection::kPool, "interruptible", KeyType::kBool, "false",
      "A signal ends a wait with EINTR"},
     {KeyId::kZero, KeySection::kPool, "zero", KeyType::kZero, "\"background\"",
-     "How recycled elements are zeroed; \"none\" hands out previous contents"},
+     "How recycled elements are zeroed: \"eager\" at free, \"background\" ahead of reuse on the "
+     "maintenance thread (both share a 2 MiB zeroing between two cores); \"none\" hands out "
+     "previous contents"},
     {KeyId::kPrefault, KeySection::kPool, "prefault", KeyType::kPrefault, "\"first-use\"",
      "When the reserve is allocated and faulted in"},
     {KeyId::kRetryInterval, KeySection::kPool, "retry_interval", KeyType::kDuration, "\"50ms\"",
