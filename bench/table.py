@@ -89,7 +89,7 @@ def main(directory):
            find(hit_mean, "BM_ShimHugeMapTouch"), find(hit_mean, "BM_KernelHugeMapTouch"), 1000, per=32)
     faster("2. sustained map/write 4K/unmap, zero kept (zero = \"eager\")",
            find(eager, "BM_ShimSustained"), find(eager, "BM_KernelSustained"), 2)
-    faster("   same, zero = \"background\" (zeroing competes for bandwidth)",
+    faster("   same, zero = \"background\"",
            find(hit, "BM_ShimSustained"), find(hit, "BM_KernelSustained"), 2)
     memset = find(hit, "BM_Memset2M")
     if memset:
