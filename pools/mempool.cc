@@ -1,8 +1,8 @@
 #include "pools/mempool.h"
 
 #include <errno.h>
-#include <string.h>
 #include <sched.h>
+#include <string.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -141,14 +141,11 @@ void* Mempool::TryFreeListLocked(size_t requested, bool region, Ready* how) {
     ++job_.users;
     job_.free_element = false;  // this taker's free of it later is a zeroing of its own
     *how = Ready::kJoined;
-  } else if (!dirty_.empty() && PostJobLocked(dirty_.back(), /*free_element=*/false)) {
-    p = dirty_.back();
-    dirty_.pop_back();
-    *how = Ready::kDirty;  // zeroed by the taker as the pool's job, with the maintenance thread
   } else if (!dirty_.empty()) {
     p = dirty_.back();
     dirty_.pop_back();
-    *how = Ready::kDirtyAlone;
+    // Zeroed by the taker: as the pool's job, with the maintenance thread, when there is none yet.
+    *how = PostJobLocked(p, /*free_element=*/false) ? Ready::kDirty : Ready::kDirtyAlone;
   } else {
     return nullptr;
   }
@@ -162,7 +159,7 @@ void* Mempool::Finish(void* p, Ready how) {
     case Ready::kClean:
       break;
     case Ready::kDirty:  // a background-zeroing pool that could not keep ahead
-      ZeroShared(p, /*posted=*/true, /*ask_help=*/true, /*mark_zeroed=*/false);
+      ZeroShared(p, /*posted=*/true, /*by_maintenance=*/false, /*mark_zeroed=*/false);
       break;
     case Ready::kDirtyAlone:
       Zero(p);
@@ -184,14 +181,14 @@ bool Mempool::PostJobLocked(void* p, bool free_element) {
   return true;
 }
 
-void Mempool::ZeroShared(void* p, bool posted, bool ask_help, bool mark_zeroed) {
+void Mempool::ZeroShared(void* p, bool posted, bool by_maintenance, bool mark_zeroed) {
   if (!posted) {
     Zero(p);  // another element is the job (or this one is one chunk): zeroed by this thread alone
     if (mark_zeroed) MarkZeroed(p);
     return;
   }
-  if (ask_help) WakeMaintenance(/*now=*/true);
-  WorkOnJob(p, JobRole::kOwner, /*from_back=*/!ask_help, mark_zeroed);
+  if (!by_maintenance) WakeMaintenance(/*now=*/true);  // to help
+  WorkOnJob(p, JobRole::kOwner, /*from_back=*/by_maintenance, mark_zeroed);
 }
 
 void Mempool::WorkOnJob(void* p, JobRole role, bool from_back, bool mark_zeroed) {
@@ -544,7 +541,7 @@ bool Mempool::FreeImpl(void* element, bool region) {
       WakeMaintenance();
       break;
     case Then::kZeroNow:
-      ZeroShared(element, posted, /*ask_help=*/true, /*mark_zeroed=*/true);
+      ZeroShared(element, posted, /*by_maintenance=*/false, /*mark_zeroed=*/true);
       break;
   }
   return true;
@@ -588,22 +585,64 @@ bool Mempool::Forget(void* element) {
 }
 
 size_t Mempool::ForgetRegions(const void* addr, size_t len) {
+  return ReleaseRangeImpl(addr, len, /*forget=*/true, /*evict=*/false).forgotten;
+}
+
+size_t Mempool::EvictFree(const void* addr, size_t len) {
+  return ReleaseRangeImpl(addr, len, /*forget=*/false, /*evict=*/true).evicted;
+}
+
+RangeReleased Mempool::ReleaseRange(const void* addr, size_t len) {
+  return ReleaseRangeImpl(addr, len, /*forget=*/true, /*evict=*/true);
+}
+
+RangeReleased Mempool::ReleaseRangeImpl(const void* addr, size_t len, bool forget, bool evict) {
   const uintptr_t lo = reinterpret_cast<uintptr_t>(addr), hi = lo + len;
-  size_t forgotten = 0;
-  FutexLockGuard l(&mu_);
-  for (auto it = elements_.begin(); it != elements_.end();) {
-    auto cur = it++;
-    const Element& e = cur->second;
-    if (e.state != State::kInUse || !e.region) continue;
-    if (cur->first < hi && lo < cur->first + options_.element_size) {
-      --in_use_;
-      requested_bytes_ -= static_cast<int64_t>(e.requested);
-      elements_.erase(cur);
-      ++forgotten;
+  auto overlaps = [&](uintptr_t a) { return a < hi && lo < a + options_.element_size; };
+  RangeReleased out;
+  std::vector<void*> evicted;
+  {
+    FutexLockGuard l(&mu_);
+    // An element being zeroed outside the lock must finish first: unmapping it under the zeroing
+    // thread would let it write into whatever the caller maps there next.
+    auto zeroing_overlap = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      for (const auto& [a, e] : elements_) {
+        if (e.state == State::kZeroing && overlaps(a)) return true;
+      }
+      return false;
+    };
+    while (evict && zeroing_overlap()) {
+      mu_.Unlock();
+      usleep(50);
+      mu_.Lock();
     }
+    // One pass over the element table: regions in use the range overlaps are forgotten (the
+    // caller's call takes their memory), free elements it overlaps are evicted.
+    for (auto it = elements_.begin(); it != elements_.end();) {
+      auto cur = it++;
+      const Element& e = cur->second;
+      if (!overlaps(cur->first)) continue;
+      if (forget && e.state == State::kInUse && e.region) {
+        --in_use_;
+        requested_bytes_ -= static_cast<int64_t>(e.requested);
+        elements_.erase(cur);
+        ++out.forgotten;
+      } else if (evict && e.state == State::kFree) {
+        evicted.push_back(reinterpret_cast<void*>(cur->first));
+        elements_.erase(cur);
+      }
+    }
+    if (!evicted.empty()) {
+      auto gone = [&](void* p) { return std::find(evicted.begin(), evicted.end(), p) != evicted.end(); };
+      std::erase_if(clean_, gone);
+      std::erase_if(dirty_, gone);
+    }
+    if (out.forgotten > 0 || !evicted.empty()) PublishLocked();
   }
-  if (forgotten > 0) PublishLocked();
-  return forgotten;
+  for (void* p : evicted) source_.Unmap(p);
+  stats_->source_releases.fetch_add(evicted.size(), std::memory_order_relaxed);
+  out.evicted = evicted.size();
+  return out;
 }
 
 void Mempool::MarkProtectionChanged(const void* addr, size_t len) {
@@ -614,44 +653,6 @@ void Mempool::MarkProtectionChanged(const void* addr, size_t len) {
       e.prot_changed = true;
     }
   }
-}
-
-size_t Mempool::EvictFree(const void* addr, size_t len) {
-  const uintptr_t lo = reinterpret_cast<uintptr_t>(addr), hi = lo + len;
-  std::vector<void*> evicted;
-  {
-    FutexLockGuard l(&mu_);
-    // An element being zeroed outside the lock must finish first: unmapping it under the zeroing
-    // thread would let it write into whatever the caller maps there next.
-    auto zeroing_overlap = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      for (const auto& [a, e] : elements_) {
-        if (e.state == State::kZeroing && a < hi && lo < a + options_.element_size) return true;
-      }
-      return false;
-    };
-    while (zeroing_overlap()) {
-      mu_.Unlock();
-      usleep(50);
-      mu_.Lock();
-    }
-    for (auto* list : {&clean_, &dirty_}) {
-      for (size_t i = 0; i < list->size();) {
-        const uintptr_t a = reinterpret_cast<uintptr_t>((*list)[i]);
-        if (a < hi && lo < a + options_.element_size) {
-          evicted.push_back((*list)[i]);
-          elements_.erase(a);
-          (*list)[i] = list->back();
-          list->pop_back();
-        } else {
-          ++i;
-        }
-      }
-    }
-    if (!evicted.empty()) PublishLocked();
-  }
-  for (void* p : evicted) source_.Unmap(p);
-  stats_->source_releases.fetch_add(evicted.size(), std::memory_order_relaxed);
-  return evicted.size();
 }
 
 size_t Mempool::ReleaseFree(size_t count) {
@@ -732,7 +733,7 @@ bool Mempool::Maintain() {
       WorkOnJob(p, JobRole::kHelper, /*from_back=*/true, /*mark_zeroed=*/false);
       return true;
     case Work::kZero:
-      ZeroShared(p, posted, /*ask_help=*/false, /*mark_zeroed=*/true);
+      ZeroShared(p, posted, /*by_maintenance=*/true, /*mark_zeroed=*/true);
       return true;
     case Work::kRefill:
       Prefill();

@@ -69,6 +69,11 @@ struct MempoolOptions {
   uint64_t slow_source_ns = 10'000'000;  // a source call above this is reported as kSlowSource
 };
 
+struct RangeReleased {
+  size_t forgotten = 0;  // regions in use the range overlapped, no longer tracked
+  size_t evicted = 0;    // free elements it overlapped, returned to the kernel
+};
+
 struct ResizeResult {
   size_t target = 0;  // the new reserve
   size_t held = 0;    // elements the pool holds now; < target when a grow was partial
@@ -142,6 +147,9 @@ class Mempool {
   // Stops tracking every region in use that overlaps [addr, addr+len) — a partial munmap, mremap,
   // madvise or MAP_FIXED over it: the caller's call takes the memory. Returns how many.
   size_t ForgetRegions(const void* addr, size_t len);
+  // ForgetRegions and EvictFree of the same range, in one pass over the elements under one lock
+  // acquisition: what an interposer does before the real call on a range it does not own.
+  RangeReleased ReleaseRange(const void* addr, size_t len);
   // The application changed the protection of the regions overlapping [addr, addr+len): each is
   // made read-write again when it comes back.
   void MarkProtectionChanged(const void* addr, size_t len);
@@ -213,6 +221,8 @@ class Mempool {
   void* AllocImpl(size_t requested, bool region, const WaitPolicy& policy, int* err,
                   bool (*abandon)(void*), void* ctx);
   bool FreeImpl(void* element, bool region);
+  RangeReleased ReleaseRangeImpl(const void* addr, size_t len, bool forget, bool evict)
+      ABSL_LOCKS_EXCLUDED(mu_);
   // Marks `e` handed out for a request of `requested` bytes and publishes the figures.
   void HandOutLocked(Element& e, size_t requested, bool region) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void* TryFreeListLocked(size_t requested, bool region, Ready* how)
@@ -248,16 +258,15 @@ class Mempool {
   void* PopAnyFreeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Zero(void* p) const;
   // Zeroes `p`, which the caller owns (taken from the free list, or marked kZeroing), on two cores
-  // when it can: the element is the pool's zeroing job, the maintenance thread is asked to help
-  // (unless `ask_help` is false: the caller is the maintenance thread), and both claim chunks
-  // until none is left. Returns once all of `p` is zero.
-  // `posted`: PostJobLocked(p) succeeded (else the caller zeroes alone). `mark_zeroed`: `p` is a
-  // freed element (kZeroing) that goes on the clean list once zero.
-  void ZeroShared(void* p, bool posted, bool ask_help, bool mark_zeroed) ABSL_LOCKS_EXCLUDED(mu_);
-  // Makes `p` (owned by the caller, not yet visible to other threads as free) the pool's zeroing
-  // job. False when another element is the job, or `p` is a single chunk.
-  // `free_element`: `p` is a freed element (kZeroing) that an allocator may take while it is being
-  // zeroed; false when the caller already took it.
+  // when it can: the element is the pool's zeroing job (`posted`: PostJobLocked(p) succeeded, else
+  // the caller zeroes alone), the maintenance thread is asked to help (unless `by_maintenance`:
+  // it is the caller), and both claim chunks until none is left. Returns once all of `p` is zero.
+  // `mark_zeroed`: `p` is a freed element (kZeroing) that goes on the clean list once zero.
+  void ZeroShared(void* p, bool posted, bool by_maintenance, bool mark_zeroed)
+      ABSL_LOCKS_EXCLUDED(mu_);
+  // Makes `p`, owned by the caller, the pool's zeroing job. False when another element is the job,
+  // or `p` is a single chunk. `free_element`: `p` is a freed element (kZeroing) that an allocator
+  // may take while it is being zeroed; false when the caller already took it.
   bool PostJobLocked(void* p, bool free_element) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Who works on a job: the thread that posted it, the maintenance thread helping, or an
   // allocator that took the element while it was being zeroed.

@@ -278,10 +278,7 @@ bool Runtime::OnMunmap(void* addr, size_t len) {
 void Runtime::ReleaseRange(void* addr, size_t len) {
   if (!MaybePooled(addr, len)) return;
   for (size_t i = 1; i < entries_.size(); ++i) {
-    if (Mempool* pool = entries_[i]->pool.get()) {
-      pool->ForgetRegions(addr, len);
-      pool->EvictFree(addr, len);
-    }
+    if (Mempool* pool = entries_[i]->pool.get()) pool->ReleaseRange(addr, len);
   }
 }
 

@@ -5,6 +5,9 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cstdint>
+
 #include "gtest/gtest.h"
 #include "pools/mempool.h"
 #include "tests/pools/pool_test_util.h"
@@ -85,6 +88,55 @@ TEST_F(MempoolRegion, ForgetRegionsDropsTheRegionsInUseTheRangeOverlaps) {
   EXPECT_EQ(s.requested_bytes_in_use.load(), 0);
   EXPECT_EQ(s.reserve_level.load(), s.elements_total.load());
   munmap(a, k2M);  // the forgotten element is the caller's to unmap
+}
+
+// What the shim does before the real call on a range it does not own (MAP_FIXED, mremap, a partial
+// munmap): in one call, regions in use the range overlaps are forgotten and free elements it
+// overlaps are unmapped; elements handed out by Alloc() stay the pool's.
+TEST_F(MempoolRegion, ReleaseRangeForgetsRegionsAndEvictsFreeElements) {
+  auto pool = MakePool(HugeOptions("region-release", 5, Mode::kFailFast));
+  ASSERT_NE(pool, nullptr);
+  ASSERT_EQ(pool->Prefill(), 5u);
+  int err = 0;
+  auto* a = static_cast<char*>(pool->AllocRegion(k2M, FailFast(), &err));
+  auto* b = static_cast<char*>(pool->AllocRegion(k2M, FailFast(), &err));
+  auto* plain = static_cast<char*>(pool->Alloc(k2M, &err));
+  ASSERT_TRUE(a && b && plain);
+  const PoolStats& s = pool->stats();
+  ASSERT_EQ(s.reserve_level.load(), 2);
+  // A range over every element the pool holds (and whatever lies between them).
+  uintptr_t lo = UINTPTR_MAX, hi = 0;
+  for (char* p : {a, b, plain}) {
+    lo = std::min(lo, reinterpret_cast<uintptr_t>(p));
+    hi = std::max(hi, reinterpret_cast<uintptr_t>(p) + k2M);
+  }
+  // The two free elements: hand them out and back to learn where they are.
+  void* f1 = pool->Alloc(k2M, &err);
+  void* f2 = pool->Alloc(k2M, &err);
+  ASSERT_TRUE(f1 && f2);
+  for (void* p : {f1, f2}) {
+    lo = std::min(lo, reinterpret_cast<uintptr_t>(p));
+    hi = std::max(hi, reinterpret_cast<uintptr_t>(p) + k2M);
+  }
+  ASSERT_TRUE(pool->Free(f1));
+  ASSERT_TRUE(pool->Free(f2));
+  ASSERT_EQ(s.reserve_level.load(), 2);
+  const uint64_t releases = s.source_releases.load();
+
+  const RangeReleased r = pool->ReleaseRange(reinterpret_cast<void*>(lo), hi - lo);
+  EXPECT_EQ(r.forgotten, 2u) << "the two regions";
+  EXPECT_EQ(r.evicted, 2u) << "the two free elements";
+  EXPECT_EQ(s.source_releases.load() - releases, 2u);
+  EXPECT_EQ(s.in_use.load(), 1) << "the Alloc()ed element is still the pool's";
+  EXPECT_EQ(s.elements_total.load(), 1);
+  EXPECT_EQ(s.reserve_level.load(), 0);
+  EXPECT_TRUE(pool->Owns(plain));
+  EXPECT_FALSE(pool->Owns(a));
+  EXPECT_FALSE(pool->Owns(f1));
+  EXPECT_FALSE(pool->FreeRegion(a, k2M)) << "forgotten: the caller owns it";
+  EXPECT_TRUE(pool->Free(plain));
+  munmap(a, k2M);  // the forgotten regions are the caller's to unmap
+  munmap(b, k2M);
 }
 
 TEST_F(MempoolRegion, ARegionWhoseProtectionChangedComesBackReadWrite) {
