@@ -10,7 +10,7 @@
 
 namespace dmashim {
 
-thread_local int t_in_shim __attribute__((tls_model("initial-exec"))) = 0;
+constinit thread_local int t_in_shim __attribute__((tls_model("initial-exec"))) = 0;
 
 namespace real {
 namespace {

@@ -41,7 +41,7 @@ namespace dmashim {
 // Per-thread recursion guard: while set, intercepted calls made by the shim itself (or by Abseil,
 // libunwind, toml++, dlsym on its behalf) go straight to the real functions. Initial-exec TLS: no
 // allocation on first access from any thread.
-extern thread_local int t_in_shim __attribute__((tls_model("initial-exec")));
+extern constinit thread_local int t_in_shim __attribute__((tls_model("initial-exec")));
 
 class ShimGuard {
  public:

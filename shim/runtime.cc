@@ -34,7 +34,8 @@ namespace dmashim {
 
 std::atomic<bool> Runtime::ready_{false};
 Runtime* Runtime::instance_ = nullptr;
-thread_local const WaitPolicy* t_scope_policy __attribute__((tls_model("initial-exec"))) = nullptr;
+constinit thread_local const WaitPolicy* t_scope_policy
+    __attribute__((tls_model("initial-exec"))) = nullptr;
 
 namespace {
 std::atomic<int> g_init_state{0};  // 0 not started, 1 running, 2 done

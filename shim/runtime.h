@@ -131,7 +131,8 @@ class Runtime {
 };
 
 // The calling thread's scope (dmashim_scope_begin); null when none.
-extern thread_local const WaitPolicy* t_scope_policy __attribute__((tls_model("initial-exec")));
+extern constinit thread_local const WaitPolicy* t_scope_policy
+    __attribute__((tls_model("initial-exec")));
 
 
 // Adapts a lambda to the C-style retry callback of WaitLoop.
