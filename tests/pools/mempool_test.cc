@@ -320,12 +320,30 @@ TEST_F(MempoolWait, UninterruptibleWaitSurvivesSignal) {
 
 // ---- 4. Zero on reuse --------------------------------------------------------------------------------
 
-class MempoolZero : public HugePoolTest {};
+class MempoolZero : public HugePoolTest {
+ protected:
+  static std::unique_ptr<Mempool> ZeroPool(const char* name, size_t reserve, Mode mode,
+                                           ZeroMode zero) {
+    auto o = HugeOptions(name, reserve, mode);
+    o.zero = zero;
+    return MakePool(o);
+  }
+  // One use of an element: allocate it, check that it comes zeroed, fill it with `fill`, free it.
+  // Returns the element (still the pool's), or nullptr after a failed assertion.
+  static void* UseOnce(Mempool* pool, int fill, int round) {
+    int err = 0;
+    void* a = pool->Alloc(k2M, &err);
+    EXPECT_NE(a, nullptr) << "round " << round << ": " << strerror(err);
+    if (a == nullptr) return nullptr;
+    EXPECT_TRUE(AllZero(a, k2M)) << "round " << round << ": handed out dirty";
+    memset(a, fill, k2M);
+    EXPECT_TRUE(pool->Free(a)) << "round " << round;
+    return a;
+  }
+};
 
 TEST_F(MempoolZero, RecycledElementsAreZeroInEagerMode) {
-  auto o = HugeOptions("zero-eager", 2, Mode::kFailFast);
-  o.zero = ZeroMode::kEager;
-  auto pool = MakePool(o);
+  auto pool = ZeroPool("zero-eager", 2, Mode::kFailFast, ZeroMode::kEager);
   ASSERT_NE(pool, nullptr);
   int err = 0;
   for (int round = 0; round < 3; ++round) {
@@ -346,9 +364,7 @@ TEST_F(MempoolZero, RecycledElementsAreZeroInEagerMode) {
 }
 
 TEST_F(MempoolZero, RecycledElementsAreZeroedAheadOfTimeInBackgroundMode) {
-  auto o = HugeOptions("zero-background", 2, Mode::kFailFast);
-  o.zero = ZeroMode::kBackground;
-  auto pool = MakePool(o);
+  auto pool = ZeroPool("zero-background", 2, Mode::kFailFast, ZeroMode::kBackground);
   ASSERT_NE(pool, nullptr);
   int err = 0;
   void* a = pool->Alloc(k2M, &err);
@@ -367,13 +383,7 @@ TEST_F(MempoolZero, RecycledElementsAreZeroedAheadOfTimeInBackgroundMode) {
   EXPECT_TRUE(AllZero(a, k2M)) << "counted as zeroed but still dirty";
 
   // Dirty elements taken before the thread got to them are zeroed inline: never dirty on reuse.
-  for (int i = 0; i < 20; ++i) {
-    void* p = pool->Alloc(k2M, &err);
-    ASSERT_NE(p, nullptr);
-    ASSERT_TRUE(AllZero(p, k2M)) << "iteration " << i;
-    memset(p, 0x11 + i, k2M);
-    pool->Free(p);
-  }
+  for (int i = 0; i < 20; ++i) ASSERT_NE(UseOnce(pool.get(), 0x11 + i, i), nullptr);
   EXPECT_EQ(MaintenanceThreadsRunning(), 1) << "one maintenance thread, however many frees";
 }
 
@@ -381,19 +391,13 @@ TEST_F(MempoolZero, RecycledElementsAreZeroedAheadOfTimeInBackgroundMode) {
 // sustained cycle): the freeing thread asks it to help and both zero 64 KiB chunks. Every byte is
 // still zero when Free returns, whichever core wrote it.
 TEST_F(MempoolZero, EagerZeroingIsSharedWithTheMaintenanceThread) {
-  auto o = HugeOptions("zero-shared", 1, Mode::kFailFast);
-  o.zero = ZeroMode::kEager;
-  auto pool = MakePool(o);
+  auto pool = ZeroPool("zero-shared", 1, Mode::kFailFast, ZeroMode::kEager);
   ASSERT_NE(pool, nullptr);
-  int err = 0;
   // The maintenance thread helps when it is on a CPU within the ≈ 30 µs a zeroing takes: on a busy
   // machine some rounds are done alone, so run until it has helped (bounded).
   for (int round = 0; round < 2000 && pool->zero_chunks_shared() == 0; ++round) {
-    void* a = pool->Alloc(k2M, &err);
-    ASSERT_NE(a, nullptr) << strerror(err);
-    ASSERT_TRUE(AllZero(a, k2M)) << "round " << round;
-    memset(a, 0x5a, k2M);
-    ASSERT_TRUE(pool->Free(a));
+    void* a = UseOnce(pool.get(), 0x5a, round);
+    ASSERT_NE(a, nullptr);
     ASSERT_TRUE(AllZero(a, k2M)) << "round " << round << ": not all zero when Free returned";
   }
   EXPECT_GT(pool->zero_chunks_shared(), 0u) << "the maintenance thread never helped zero";
@@ -405,18 +409,9 @@ TEST_F(MempoolZero, EagerZeroingIsSharedWithTheMaintenanceThread) {
 // new page from the kernel (it used to: the pool grew past its reserve and the loop slowed to the
 // kernel's pace).
 TEST_F(MempoolZero, AllocatorJoinsTheZeroingOfTheOnlyFreeElement) {
-  auto o = HugeOptions("zero-join", 1, Mode::kBlock);
-  o.zero = ZeroMode::kBackground;
-  auto pool = MakePool(o);
+  auto pool = ZeroPool("zero-join", 1, Mode::kBlock, ZeroMode::kBackground);
   ASSERT_NE(pool, nullptr);
-  int err = 0;
-  for (int round = 0; round < 300; ++round) {
-    void* a = pool->Alloc(k2M, &err);
-    ASSERT_NE(a, nullptr) << strerror(err);
-    ASSERT_TRUE(AllZero(a, k2M)) << "round " << round;
-    memset(a, 0x3c, k2M);
-    ASSERT_TRUE(pool->Free(a));
-  }
+  for (int round = 0; round < 300; ++round) ASSERT_NE(UseOnce(pool.get(), 0x3c, round), nullptr);
   EXPECT_EQ(pool->stats().source_calls.load(), 1u)
       << "an allocation mapped a new page while the only element was being zeroed";
   EXPECT_GT(pool->zero_chunks_shared(), 0u) << "no allocation joined a zeroing under way";
@@ -427,18 +422,12 @@ TEST_F(MempoolZero, AllocatorJoinsTheZeroingOfTheOnlyFreeElement) {
 // the watch shrinks: background frees 2 ms apart must not keep a core spinning 100 µs after each
 // zeroing (300 frees: 30 ms of spinning with a fixed watch; about 1.5 ms with the adaptive one).
 TEST_F(MempoolZero, MaintenanceThreadDoesNotSpinBetweenSparseRequests) {
-  auto o = HugeOptions("zero-sparse", 1, Mode::kFailFast);
-  o.zero = ZeroMode::kBackground;
-  auto pool = MakePool(o);
+  auto pool = ZeroPool("zero-sparse", 1, Mode::kFailFast, ZeroMode::kBackground);
   ASSERT_NE(pool, nullptr);
-  int err = 0;
   constexpr int kFrees = 300;
   const uint64_t before = MaintenanceSpinNs();
-  for (int i = 0; i < kFrees; ++i) {
-    void* a = pool->Alloc(k2M, &err);
-    ASSERT_NE(a, nullptr) << strerror(err);
-    static_cast<volatile char*>(a)[0] = 1;
-    ASSERT_TRUE(pool->Free(a));
+  for (int round = 0; round < kFrees; ++round) {
+    ASSERT_NE(UseOnce(pool.get(), 1, round), nullptr);
     usleep(2000);
   }
   const uint64_t spun = MaintenanceSpinNs() - before;
@@ -448,9 +437,7 @@ TEST_F(MempoolZero, MaintenanceThreadDoesNotSpinBetweenSparseRequests) {
 }
 
 TEST_F(MempoolZero, NoneModeKeepsPreviousContents) {
-  auto o = HugeOptions("zero-none", 1, Mode::kFailFast);
-  o.zero = ZeroMode::kNone;
-  auto pool = MakePool(o);
+  auto pool = ZeroPool("zero-none", 1, Mode::kFailFast, ZeroMode::kNone);
   ASSERT_NE(pool, nullptr);
   int err = 0;
   void* a = pool->Alloc(k2M, &err);

@@ -20,6 +20,25 @@ constexpr size_t k2M = kHugePage2M;
 class MempoolRegion : public HugePoolTest {
  protected:
   WaitPolicy FailFast() const { return WaitPolicy{Mode::kFailFast, absl::ZeroDuration(), false}; }
+
+  // A filled pool of `reserve` elements with two regions (AllocRegion) and one plain element
+  // (Alloc) handed out; null members after a failure.
+  struct Held {
+    std::unique_ptr<Mempool> pool;
+    char* a = nullptr;
+    char* b = nullptr;
+    char* plain = nullptr;
+  };
+  Held TwoRegionsAndAnElement(const char* name, size_t reserve) const {
+    Held h;
+    h.pool = MakePool(HugeOptions(name, reserve, Mode::kFailFast));
+    if (h.pool == nullptr || h.pool->Prefill() != reserve) return Held{};
+    int err = 0;
+    h.a = static_cast<char*>(h.pool->AllocRegion(k2M, FailFast(), &err));
+    h.b = static_cast<char*>(h.pool->AllocRegion(k2M, FailFast(), &err));
+    h.plain = static_cast<char*>(h.pool->Alloc(k2M, &err));
+    return h;
+  }
 };
 
 TEST_F(MempoolRegion, FreeRegionTakesOnlyALengthThatRoundsToTheWholeElement) {
@@ -65,14 +84,8 @@ TEST_F(MempoolRegion, FreeRegionLeavesElementsHandedOutOtherwiseAlone) {
 }
 
 TEST_F(MempoolRegion, ForgetRegionsDropsTheRegionsInUseTheRangeOverlaps) {
-  auto pool = MakePool(HugeOptions("region-forget", 4, Mode::kFailFast));
-  ASSERT_NE(pool, nullptr);
-  ASSERT_EQ(pool->Prefill(), 4u);
-  int err = 0;
-  auto* a = static_cast<char*>(pool->AllocRegion(k2M, FailFast(), &err));
-  auto* b = static_cast<char*>(pool->AllocRegion(k2M, FailFast(), &err));
-  void* plain = pool->Alloc(k2M, &err);
-  ASSERT_TRUE(a && b && plain);
+  auto [pool, a, b, plain] = TwoRegionsAndAnElement("region-forget", 4);
+  ASSERT_TRUE(pool && a && b && plain);
   const PoolStats& s = pool->stats();
   EXPECT_EQ(s.in_use.load(), 3);
   EXPECT_EQ(pool->ForgetRegions(a + 4096, 4096), 1u) << "one page inside `a`";
@@ -94,14 +107,9 @@ TEST_F(MempoolRegion, ForgetRegionsDropsTheRegionsInUseTheRangeOverlaps) {
 // munmap): in one call, regions in use the range overlaps are forgotten and free elements it
 // overlaps are unmapped; elements handed out by Alloc() stay the pool's.
 TEST_F(MempoolRegion, ReleaseRangeForgetsRegionsAndEvictsFreeElements) {
-  auto pool = MakePool(HugeOptions("region-release", 5, Mode::kFailFast));
-  ASSERT_NE(pool, nullptr);
-  ASSERT_EQ(pool->Prefill(), 5u);
+  auto [pool, a, b, plain] = TwoRegionsAndAnElement("region-release", 5);
+  ASSERT_TRUE(pool && a && b && plain);
   int err = 0;
-  auto* a = static_cast<char*>(pool->AllocRegion(k2M, FailFast(), &err));
-  auto* b = static_cast<char*>(pool->AllocRegion(k2M, FailFast(), &err));
-  auto* plain = static_cast<char*>(pool->Alloc(k2M, &err));
-  ASSERT_TRUE(a && b && plain);
   const PoolStats& s = pool->stats();
   ASSERT_EQ(s.reserve_level.load(), 2);
   // A range over every element the pool holds (and whatever lies between them).
