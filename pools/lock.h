@@ -48,6 +48,38 @@ class ABSL_LOCKABLE FutexLock {
   std::atomic<uint32_t> word_{0};  // 0 free, 1 locked, 2 locked with (possible) waiters
 };
 
+// A sequence word to sleep on until something changes, for the "check, then sleep unless it
+// changed" waits (a pool's waiters, the maintenance thread, the shim's guarded waits). A waiter reads
+// Seen(), checks its condition, then sleeps in Wait(seen, …), which returns at once if Notify()
+// came after Seen(). Notify() makes the wake-up system call only while a thread sleeps in Wait():
+// both sides are sequentially consistent, so a notifier that reads no sleeper bumped the word before
+// the sleeper's futex compared it. Poll() sleeps unannounced: only a forced Notify() wakes it early.
+class WakeSeq {
+ public:
+  uint32_t Seen() const { return seq_.load(std::memory_order_seq_cst); }
+
+  // Sleeps until a Notify() after `seen`, `timeout_ns` (-1: no limit), or a signal handler ran
+  // (EINTR). Returns 0 when woken or already changed, else FutexWait's errno (ETIMEDOUT, EINTR).
+  int Wait(uint32_t seen, int64_t timeout_ns) {
+    sleepers_.fetch_add(1, std::memory_order_seq_cst);
+    const int r = FutexWait(&seq_, seen, timeout_ns);
+    sleepers_.fetch_sub(1, std::memory_order_relaxed);
+    return r;
+  }
+  int Poll(uint32_t seen, int64_t timeout_ns) { return FutexWait(&seq_, seen, timeout_ns); }
+
+  // Wakes up to `count` threads sleeping in Wait(); with `force` the system call is made even when
+  // none is, which also wakes a Poll().
+  void Notify(int count, bool force = false) {
+    seq_.fetch_add(1, std::memory_order_seq_cst);
+    if (force || sleepers_.load(std::memory_order_seq_cst) > 0) FutexWake(&seq_, count);
+  }
+
+ private:
+  std::atomic<uint32_t> seq_{0};
+  std::atomic<int> sleepers_{0};
+};
+
 class ABSL_SCOPED_LOCKABLE FutexLockGuard {
  public:
   explicit FutexLockGuard(FutexLock* l) ABSL_EXCLUSIVE_LOCK_FUNCTION(l) : l_(l) { l_->Lock(); }

@@ -24,8 +24,9 @@ struct Registry {
   std::vector<FutexLock*> outer_locks ABSL_GUARDED_BY(mu);  // held across fork, see maintenance.h
   std::vector<FutexLock*> leaf_locks ABSL_GUARDED_BY(mu);
   std::function<void()> hook;
-  std::atomic<uint32_t> kick{0};
-  std::atomic<bool> sleeping{false};  // the thread is (about to be) in FutexWait on `kick`
+  // Bumped by WakeMaintenance. The thread sleeps on it announced (a kick wakes it) after a quiet
+  // while, unannounced while polling (only an urgent kick makes the system call then).
+  WakeSeq kick;
   std::atomic<bool> started{false};
   std::atomic<bool> forked{false};  // this process is a fork child of a process with pools
   std::atomic<int> running{0};
@@ -54,7 +55,7 @@ void* ThreadMain(void*) {
   // further apart than that does not keep a core spinning for nothing.
   uint64_t spin_ns = kSpinNs;
   for (;;) {
-    uint32_t seen = r.kick.load(std::memory_order_acquire);
+    uint32_t seen = r.kick.Seen();
     bool busy = false;
     {
       absl::MutexLock l(&r.mu);
@@ -70,13 +71,13 @@ void* ThreadMain(void*) {
       // zeroes an element asks for help (Mempool::ZeroShared) and needs it within microseconds,
       // and waking a sleeping thread on an idle (virtual) CPU takes tens of them.
       const uint64_t spin_start = MonotonicNs();
-      while (r.kick.load(std::memory_order_acquire) == seen && MonotonicNs() < spin_until) {
+      while (r.kick.Seen() == seen && MonotonicNs() < spin_until) {
 #if defined(__x86_64__)
         __builtin_ia32_pause();
 #endif
       }
       r.spun_ns.fetch_add(MonotonicNs() - spin_start, std::memory_order_relaxed);
-      if (r.kick.load(std::memory_order_relaxed) != seen) {
+      if (r.kick.Seen() != seen) {
         spin_ns = std::min(spin_ns * 2, kSpinNs);
       } else {
         spin_ns = std::max(spin_ns / 2, kMinSpinNs);
@@ -86,14 +87,9 @@ void* ThreadMain(void*) {
       // Recently busy: poll every millisecond for a while instead of sleeping until woken, so
       // the frees of a busy program queue dirty elements without a wake-up system call each.
       ++idle_polls;
-      FutexWait(&r.kick, seen, kPollNs);
+      r.kick.Poll(seen, kPollNs);
     } else {
-      // Announce the sleep before checking `kick` again (inside FutexWait): a waker that bumps
-      // `kick` after this store sees `sleeping` and makes the system call; one that bumped it
-      // before makes FutexWait return at once.
-      r.sleeping.store(true, std::memory_order_seq_cst);
-      if (FutexWait(&r.kick, seen, kTickNs) == 0) idle_polls = 0;
-      r.sleeping.store(false, std::memory_order_relaxed);
+      if (r.kick.Wait(seen, kTickNs) == 0) idle_polls = 0;
     }
   }
   return nullptr;
@@ -210,9 +206,9 @@ void WakeMaintenance(bool now) {
     if (now && r.forked.load(std::memory_order_relaxed)) return;
     StartThread();
   }
-  r.kick.fetch_add(1, std::memory_order_seq_cst);
-  // Only a sleeping thread needs the system call; a busy one re-reads `kick` before it sleeps.
-  if (now || r.sleeping.load(std::memory_order_seq_cst)) FutexWake(&r.kick, 1);
+  // Only a sleeping thread needs the system call; a busy one re-reads `kick` before it sleeps, and
+  // a polling one looks again within a millisecond unless the request is urgent.
+  r.kick.Notify(1, /*force=*/now);
 }
 
 void SetMaintenanceHook(std::function<void()> hook) { Reg().hook = std::move(hook); }

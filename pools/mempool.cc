@@ -326,8 +326,7 @@ void Mempool::CountServedByReserve() {
 void Mempool::WakeWaiters() {
   FutexLockGuard l(&mu_);
   if (waiters_ == 0) return;
-  wake_seq_.fetch_add(1, std::memory_order_release);
-  FutexWake(&wake_seq_, INT32_MAX);
+  wake_.Notify(INT32_MAX);
 }
 
 void* Mempool::Alloc(size_t requested, const WaitPolicy& policy, int* err,
@@ -402,7 +401,7 @@ void* Mempool::Wait(size_t requested, bool region, const WaitPolicy& policy, int
   Ready how = Ready::kClean;
   int fail = 0;  // errno to fail with, 0 while waiting
   for (;;) {
-    const uint32_t seq = wake_seq_.load(std::memory_order_acquire);
+    const uint32_t seq = wake_.Seen();
     {
       FutexLockGuard l(&mu_);
       got = TryFreeListLocked(requested, region, &how);
@@ -440,7 +439,7 @@ void* Mempool::Wait(size_t requested, bool region, const WaitPolicy& policy, int
     }
     int64_t sleep_ns = next_source_ns - now;
     if (deadline_ns != kNoTimeout) sleep_ns = std::min(sleep_ns, deadline_ns - now);
-    const int r = FutexWait(&wake_seq_, seq, std::max<int64_t>(sleep_ns, 0));
+    const int r = wake_.Wait(seq, std::max<int64_t>(sleep_ns, 0));
     if (r == EINTR && policy.interruptible) {
       fail = EINTR;
       stats_->fail_interrupted.fetch_add(1, std::memory_order_relaxed);
@@ -465,8 +464,7 @@ void* Mempool::Wait(size_t requested, bool region, const WaitPolicy& policy, int
 
 void Mempool::WakeOneLocked(WakeAfterUnlock* wake) {
   if (waiters_ == 0) return;
-  wake_seq_.fetch_add(1, std::memory_order_release);
-  wake->word = &wake_seq_;
+  wake->seq = &wake_;
 }
 
 bool Mempool::KeepOnFreeLocked() const {

@@ -246,9 +246,9 @@ class Mempool {
   // Wakes one waiter once the pool lock is released: the woken thread's first act is to take the
   // lock, so waking it while still holding the lock would make it sleep again on the mutex.
   struct WakeAfterUnlock {
-    std::atomic<uint32_t>* word = nullptr;
+    WakeSeq* seq = nullptr;
     ~WakeAfterUnlock() {
-      if (word != nullptr) FutexWake(word, 1);
+      if (seq != nullptr) seq->Notify(1);
     }
   };
   void WakeOneLocked(WakeAfterUnlock* wake) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -301,7 +301,7 @@ class Mempool {
   bool filled_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t next_refill_ns_ ABSL_GUARDED_BY(mu_) = 0;
   int fill_err_ ABSL_GUARDED_BY(mu_) = 0;  // errno of the last failed Prefill source call
-  std::atomic<uint32_t> wake_seq_{0};
+  WakeSeq wake_;  // a waiter's sleep: notified by frees and WakeWaiters
 
   // The element being zeroed in chunks any thread may claim (ZeroShared): one at a time per pool.
   static constexpr size_t kZeroChunk = size_t{64} << 10;

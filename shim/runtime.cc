@@ -290,22 +290,9 @@ void Runtime::OnMprotect(void* addr, size_t len, int prot) {
   }
 }
 
-namespace {
-// Sleeps up to `ns`, or until NotifyFreed(entry) bumps `freed_seq` past `seen`. EINTR when a
-// signal handler ran. (sleepers and freed_seq are sequentially consistent on both sides: a
-// notifier that reads no sleeper bumped the word before the waiter's futex compared it.)
-int SleepUntilFreed(PoolEntry* entry, uint32_t seen, int64_t ns) {
-  entry->sleepers.fetch_add(1, std::memory_order_seq_cst);
-  const int r = FutexWait(&entry->freed_seq, seen, ns);
-  entry->sleepers.fetch_sub(1, std::memory_order_relaxed);
-  return r;
-}
-}  // namespace
-
 void NotifyFreed(PoolEntry* entry) {
   if (entry == nullptr) return;
-  entry->freed_seq.fetch_add(1, std::memory_order_seq_cst);
-  if (entry->sleepers.load(std::memory_order_seq_cst) > 0) FutexWake(&entry->freed_seq, INT32_MAX);
+  entry->freed.Notify(INT32_MAX);
 }
 
 Guarded Runtime::WaitLoop(PoolEntry* entry, size_t bytes, const WaitPolicy& policy, int first_err,
@@ -341,18 +328,18 @@ Guarded Runtime::WaitLoop(PoolEntry* entry, size_t bytes, const WaitPolicy& poli
   const int slot = BeginWait(s, start);
   SitesEvent(entry, SlowPath::kWaitBegin, 0, 0);
   Guarded out{false, first_err};
-  uint32_t seen = entry->freed_seq.load(std::memory_order_seq_cst);
+  uint32_t seen = entry->freed.Seen();
   for (;;) {
     int64_t now = static_cast<int64_t>(MonotonicNs());
     int64_t sleep = retry_ns;
     if (deadline >= 0) sleep = std::min(sleep, deadline - now);
-    if (sleep > 0 && SleepUntilFreed(entry, seen, sleep) == EINTR && policy.interruptible) {
+    if (sleep > 0 && entry->freed.Wait(seen, sleep) == EINTR && policy.interruptible) {
       s->fail_interrupted.fetch_add(1, std::memory_order_relaxed);
       out.err = EINTR;
       break;
     }
     if (pool != nullptr) pool->ReleaseFree(need);
-    seen = entry->freed_seq.load(std::memory_order_seq_cst);  // a free after this wakes the next sleep
+    seen = entry->freed.Seen();  // a free after this wakes the next sleep
     if (retry(ctx)) {
       out = {true, 0};
       s->alloc_waited.fetch_add(1, std::memory_order_relaxed);

@@ -29,10 +29,9 @@ struct PoolEntry {
   std::unique_ptr<Mempool> pool;  // null for the default record
   PoolStats* stats = nullptr;
   int index = 0;  // position in the stats segment
-  // Bumped by NotifyFreed: a guarded wait (Runtime::WaitLoop) sleeps on it between retries, so
+  // Notified by NotifyFreed: a guarded wait (Runtime::WaitLoop) sleeps on it between retries, so
   // memory this process frees wakes it at once; memory other processes free is seen by polling.
-  std::atomic<uint32_t> freed_seq{0};
-  std::atomic<int> sleepers{0};
+  WakeSeq freed;
 };
 
 // Memory that `entry`'s guarded waits may be waiting for was freed in this process (a CUDA block
