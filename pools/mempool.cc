@@ -12,11 +12,6 @@
 #include "pools/maintenance.h"
 
 namespace dmashim {
-namespace {
-
-constexpr int64_t kNoTimeout = -1;
-
-}  // namespace
 
 absl::StatusOr<std::unique_ptr<Mempool>> Mempool::Create(MempoolOptions options, PoolStats* stats,
                                                           const SysCalls* sys) {
@@ -384,13 +379,8 @@ void* Mempool::AllocImpl(size_t requested, bool region, const WaitPolicy& policy
 
 void* Mempool::Wait(size_t requested, bool region, const WaitPolicy& policy, int* err,
                     uint64_t start_ns, bool (*abandon)(void*), void* ctx) {
-  const int64_t deadline_ns =
-      policy.mode == Mode::kTimeout
-          ? static_cast<int64_t>(start_ns) + absl::ToInt64Nanoseconds(policy.timeout)
-          : kNoTimeout;
-  int64_t retry_ns = absl::ToInt64Nanoseconds(options_.retry_interval);
-  const int64_t retry_max_ns = absl::ToInt64Nanoseconds(options_.retry_max);
-  int64_t next_source_ns = static_cast<int64_t>(start_ns) + retry_ns;
+  WaitRounds rounds(policy, start_ns, options_.retry_interval, options_.retry_max);
+  int64_t next_source_ns = static_cast<int64_t>(start_ns) + rounds.retry_ns();
 
   const int slot = BeginWait(stats_, start_ns);
   {
@@ -429,17 +419,15 @@ void* Mempool::Wait(size_t requested, bool region, const WaitPolicy& policy, int
         stats_->fail_source.fetch_add(1, std::memory_order_relaxed);
         break;
       }
-      retry_ns = std::min(retry_ns * 2, retry_max_ns);
-      next_source_ns = now + retry_ns;
+      rounds.BackOff();
+      next_source_ns = now + rounds.retry_ns();
     }
-    if (deadline_ns != kNoTimeout && now >= deadline_ns) {
+    if (rounds.Expired(now)) {
       fail = ENOMEM;
       stats_->fail_timeout.fetch_add(1, std::memory_order_relaxed);
       break;
     }
-    int64_t sleep_ns = next_source_ns - now;
-    if (deadline_ns != kNoTimeout) sleep_ns = std::min(sleep_ns, deadline_ns - now);
-    const int r = wake_.Wait(seq, std::max<int64_t>(sleep_ns, 0));
+    const int r = wake_.Wait(seq, rounds.Cap(next_source_ns - now, now));
     if (r == EINTR && policy.interruptible) {
       fail = EINTR;
       stats_->fail_interrupted.fetch_add(1, std::memory_order_relaxed);

@@ -319,20 +319,13 @@ Guarded Runtime::WaitLoop(PoolEntry* entry, size_t bytes, const WaitPolicy& poli
     return {false, first_err};
   }
   const uint64_t start = MonotonicNs();
-  const int64_t deadline =
-      policy.mode == Mode::kTimeout
-          ? static_cast<int64_t>(start) + absl::ToInt64Nanoseconds(policy.timeout)
-          : -1;
-  int64_t retry_ns = absl::ToInt64Nanoseconds(entry->cfg.retry_interval);
-  const int64_t retry_max = absl::ToInt64Nanoseconds(entry->cfg.retry_max);
+  WaitRounds rounds(policy, start, entry->cfg.retry_interval, entry->cfg.retry_max);
   const int slot = BeginWait(s, start);
   SitesEvent(entry, SlowPath::kWaitBegin, 0, 0);
   Guarded out{false, first_err};
   uint32_t seen = entry->freed.Seen();
   for (;;) {
-    int64_t now = static_cast<int64_t>(MonotonicNs());
-    int64_t sleep = retry_ns;
-    if (deadline >= 0) sleep = std::min(sleep, deadline - now);
+    const int64_t sleep = rounds.Cap(rounds.retry_ns(), static_cast<int64_t>(MonotonicNs()));
     if (sleep > 0 && entry->freed.Wait(seen, sleep) == EINTR && policy.interruptible) {
       s->fail_interrupted.fetch_add(1, std::memory_order_relaxed);
       out.err = EINTR;
@@ -350,13 +343,12 @@ Guarded Runtime::WaitLoop(PoolEntry* entry, size_t bytes, const WaitPolicy& poli
       s->fail_source.fetch_add(1, std::memory_order_relaxed);
       break;
     }
-    now = static_cast<int64_t>(MonotonicNs());
-    if (deadline >= 0 && now >= deadline) {
+    if (rounds.Expired(static_cast<int64_t>(MonotonicNs()))) {
       s->fail_timeout.fetch_add(1, std::memory_order_relaxed);
       out.err = ENOMEM;
       break;
     }
-    retry_ns = std::min(retry_ns * 2, retry_max);
+    rounds.BackOff();
   }
   const uint64_t waited = MonotonicNs() - start;
   EndWait(s, slot, waited);
