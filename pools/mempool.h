@@ -320,7 +320,9 @@ class Mempool {
       return (e >> 32) < static_cast<uint32_t>(e);
     }
   };
-  ZeroJob job_;  // element and users are guarded by mu_
+  // On cache lines of their own: the zeroing threads update these for every 64 KiB chunk, and the
+  // allocating thread's hits use the lines of the fields above.
+  alignas(64) ZeroJob job_;  // element and users are guarded by mu_
   std::atomic<uint64_t> chunks_shared_{0};  // chunks zeroed by a thread that joined a job
 };
 
