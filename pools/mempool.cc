@@ -584,16 +584,17 @@ RangeReleased Mempool::ReleaseRange(const void* addr, size_t len) {
 
 RangeReleased Mempool::ReleaseRangeImpl(const void* addr, size_t len, bool forget, bool evict) {
   const uintptr_t lo = reinterpret_cast<uintptr_t>(addr), hi = lo + len;
-  auto overlaps = [&](uintptr_t a) { return a < hi && lo < a + options_.element_size; };
   RangeReleased out;
   std::vector<void*> evicted;
   {
     FutexLockGuard l(&mu_);
     // An element being zeroed outside the lock must finish first: unmapping it under the zeroing
     // thread would let it write into whatever the caller maps there next.
+    std::vector<uintptr_t> hit = OverlappingLocked(lo, hi);
     auto zeroing_overlap = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      for (const auto& [a, e] : elements_) {
-        if (e.state == State::kZeroing && overlaps(a)) return true;
+      for (uintptr_t a : hit) {
+        auto it = elements_.find(a);
+        if (it != elements_.end() && it->second.state == State::kZeroing) return true;
       }
       return false;
     };
@@ -601,21 +602,21 @@ RangeReleased Mempool::ReleaseRangeImpl(const void* addr, size_t len, bool forge
       mu_.Unlock();
       usleep(50);
       mu_.Lock();
+      hit = OverlappingLocked(lo, hi);
     }
-    // One pass over the element table: regions in use the range overlaps are forgotten (the
-    // caller's call takes their memory), free elements it overlaps are evicted.
-    for (auto it = elements_.begin(); it != elements_.end();) {
-      auto cur = it++;
-      const Element& e = cur->second;
-      if (!overlaps(cur->first)) continue;
+    // One pass over the elements the range overlaps: regions in use are forgotten (the caller's
+    // call takes their memory), free elements are evicted.
+    for (uintptr_t a : hit) {
+      auto it = elements_.find(a);
+      const Element& e = it->second;
       if (forget && e.state == State::kInUse && e.region) {
         --in_use_;
         requested_bytes_ -= static_cast<int64_t>(e.requested);
-        elements_.erase(cur);
+        elements_.erase(it);
         ++out.forgotten;
       } else if (evict && e.state == State::kFree) {
-        evicted.push_back(reinterpret_cast<void*>(cur->first));
-        elements_.erase(cur);
+        evicted.push_back(reinterpret_cast<void*>(a));
+        elements_.erase(it);
       }
     }
     if (!evicted.empty()) {
@@ -631,13 +632,33 @@ RangeReleased Mempool::ReleaseRangeImpl(const void* addr, size_t len, bool forge
   return out;
 }
 
-void Mempool::MarkProtectionChanged(const void* addr, size_t len) {
-  const uintptr_t lo = reinterpret_cast<uintptr_t>(addr), hi = lo + len;
-  FutexLockGuard l(&mu_);
-  for (auto& [a, e] : elements_) {
-    if (e.state == State::kInUse && e.region && a < hi && lo < a + options_.element_size) {
-      e.prot_changed = true;
+std::vector<uintptr_t> Mempool::OverlappingLocked(uintptr_t lo, uintptr_t hi) const {
+  std::vector<uintptr_t> out;
+  if (hi <= lo) return out;
+  // Elements start on source pages: a range covering few pages is looked up page by page (an
+  // mprotect or munmap of one region in a pool of thousands), a wide one scans the table.
+  // The first page an element could start on and still reach past `lo`.
+  const size_t span = options_.element_size;
+  const uintptr_t first = lo >= span ? (lo - span) / page_size_ * page_size_ + page_size_ : 0;
+  const size_t candidates = (hi - first + page_size_ - 1) / page_size_;
+  if (candidates < elements_.size()) {
+    for (uintptr_t a = first; a < hi; a += page_size_) {
+      if (elements_.contains(a)) out.push_back(a);
     }
+  } else {
+    for (const auto& [a, e] : elements_) {
+      if (a < hi && lo < a + options_.element_size) out.push_back(a);
+    }
+  }
+  return out;
+}
+
+void Mempool::MarkProtectionChanged(const void* addr, size_t len) {
+  const uintptr_t lo = reinterpret_cast<uintptr_t>(addr);
+  FutexLockGuard l(&mu_);
+  for (uintptr_t a : OverlappingLocked(lo, lo + len)) {
+    Element& e = elements_.find(a)->second;
+    if (e.state == State::kInUse && e.region) e.prot_changed = true;
   }
 }
 

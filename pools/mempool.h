@@ -223,6 +223,10 @@ class Mempool {
   bool FreeImpl(void* element, bool region);
   RangeReleased ReleaseRangeImpl(const void* addr, size_t len, bool forget, bool evict)
       ABSL_LOCKS_EXCLUDED(mu_);
+  // The elements (their start addresses) that overlap [lo, hi): looked up page by page when the
+  // range covers fewer pages than the pool has elements, else by a scan of the table.
+  std::vector<uintptr_t> OverlappingLocked(uintptr_t lo, uintptr_t hi) const
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Marks `e` handed out for a request of `requested` bytes and publishes the figures.
   void HandOutLocked(Element& e, size_t requested, bool region) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void* TryFreeListLocked(size_t requested, bool region, Ready* how)

@@ -147,6 +147,29 @@ TEST_F(MempoolRegion, ReleaseRangeForgetsRegionsAndEvictsFreeElements) {
   munmap(b, k2M);
 }
 
+// A range inside the second huge page of a two-page element still finds the element (it starts a
+// page before the range): the lookup by page, used when the range covers fewer pages than the pool
+// has elements, and the scan of the whole table agree.
+TEST_F(MempoolRegion, RangesFindElementsThatStartBeforeThem) {
+  auto o = HugeOptions("region-two-page", 4, Mode::kFailFast);
+  o.element_size = 2 * k2M;
+  auto pool = MakePool(o);
+  ASSERT_NE(pool, nullptr);
+  ASSERT_EQ(pool->Prefill(), 4u);
+  int err = 0;
+  auto* a = static_cast<char*>(pool->AllocRegion(2 * k2M, FailFast(), &err));
+  auto* b = static_cast<char*>(pool->AllocRegion(2 * k2M, FailFast(), &err));
+  ASSERT_TRUE(a && b) << strerror(err);
+  EXPECT_EQ(pool->ForgetRegions(a + k2M + 4096, 4096), 1u) << "by page: 2 pages, 4 elements";
+  EXPECT_FALSE(pool->Owns(a));
+  // A range over 2 GiB of pages around `b` is wider than the table: scanned.
+  EXPECT_EQ(pool->ForgetRegions(b + k2M - (size_t{1} << 30), size_t{1} << 31), 1u);
+  EXPECT_FALSE(pool->Owns(b));
+  EXPECT_EQ(pool->stats().in_use.load(), 0);
+  munmap(a, 2 * k2M);
+  munmap(b, 2 * k2M);
+}
+
 TEST_F(MempoolRegion, ARegionWhoseProtectionChangedComesBackReadWrite) {
   auto o = HugeOptions("region-prot", 1, Mode::kFailFast);
   o.zero = ZeroMode::kEager;  // zeroing writes the element: a read-only one would fault
