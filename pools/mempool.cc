@@ -623,6 +623,9 @@ RangeReleased Mempool::ReleaseRangeImpl(const void* addr, size_t len, bool forge
       auto gone = [&](void* p) { return std::find(evicted.begin(), evicted.end(), p) != evicted.end(); };
       std::erase_if(clean_, gone);
       std::erase_if(dirty_, gone);
+      // The caller is about to map there (MAP_FIXED_NOREPLACE on an address it knows is free): a
+      // top-up of the reserve right now could get that very address from the kernel. It waits.
+      next_refill_ns_ = MonotonicNs() + absl::ToInt64Nanoseconds(options_.retry_interval);
     }
     if (out.forgotten > 0 || !evicted.empty()) PublishLocked();
   }

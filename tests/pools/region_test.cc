@@ -9,6 +9,7 @@
 #include <cstdint>
 
 #include "gtest/gtest.h"
+#include "pools/maintenance.h"
 #include "pools/mempool.h"
 #include "tests/pools/pool_test_util.h"
 
@@ -168,6 +169,31 @@ TEST_F(MempoolRegion, RangesFindElementsThatStartBeforeThem) {
   EXPECT_EQ(pool->stats().in_use.load(), 0);
   munmap(a, 2 * k2M);
   munmap(b, 2 * k2M);
+}
+
+// After a range took free elements from the pool (the caller is about to map there itself), the
+// maintenance thread does not top the reserve up at once: the kernel would hand it the address just
+// freed, and the caller's MAP_FIXED_NOREPLACE there failed with EEXIST (1 run in 30 of
+// TransparencyTest.FixedNoreplaceOnAFreedElementsAddressSucceeds). It does so a retry_interval later.
+TEST_F(MempoolRegion, ReserveIsNotToppedUpIntoARangeJustReleased) {
+  auto o = HugeOptions("region-refill", 1, Mode::kFailFast);
+  o.zero = ZeroMode::kNone;
+  o.retry_interval = absl::Milliseconds(300);
+  o.retry_max = absl::Seconds(1);
+  auto pool = MakePool(o);
+  ASSERT_NE(pool, nullptr);
+  ASSERT_EQ(pool->Prefill(), 1u);
+  int err = 0;
+  auto* p = static_cast<char*>(pool->AllocRegion(k2M, FailFast(), &err));
+  ASSERT_NE(p, nullptr) << strerror(err);
+  ASSERT_TRUE(pool->FreeRegion(p, k2M));
+  const uint64_t maps = pool->stats().source_calls.load();
+  ASSERT_EQ(pool->ReleaseRange(p, k2M).evicted, 1u);
+  WakeMaintenance();
+  usleep(50'000);
+  EXPECT_EQ(pool->stats().source_calls.load(), maps) << "topped up right after the release";
+  EXPECT_TRUE(WaitFor([&] { return pool->stats().source_calls.load() == maps + 1; }, 3000))
+      << "the reserve was never topped up again";
 }
 
 TEST_F(MempoolRegion, ARegionWhoseProtectionChangedComesBackReadWrite) {
