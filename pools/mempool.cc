@@ -104,6 +104,12 @@ void Mempool::PublishUseLocked(bool grew) {
   }
 }
 
+void Mempool::PauseLocked() {
+  mu_.Unlock();
+  usleep(50);
+  mu_.Lock();
+}
+
 void Mempool::Zero(void* p) const { memset(p, 0, options_.element_size); }
 
 void* Mempool::PopAnyFreeLocked() {
@@ -272,9 +278,7 @@ size_t Mempool::Prefill() {
       if (elements_.size() + pending_ >= reserve_) {
         // Another thread (the maintenance thread refilling) is mapping the rest: its elements
         // count only once they are held, and its call may fail. Wait for it, then look again.
-        mu_.Unlock();
-        usleep(50);  // a source call takes ≈ 140 µs
-        mu_.Lock();
+        PauseLocked();  // a source call takes ≈ 140 µs
         continue;
       }
       ++pending_;
@@ -293,11 +297,7 @@ size_t Mempool::Prefill() {
       fill_err_ = err;
       // Another thread's map still in flight (the maintenance thread topping up) may succeed:
       // what is held is known once it is back.
-      while (pending_ > 0) {
-        mu_.Unlock();
-        usleep(50);
-        mu_.Lock();
-      }
+      while (pending_ > 0) PauseLocked();
       return elements_.size();
     }
     elements_[reinterpret_cast<uintptr_t>(p)] = Element{};
@@ -599,9 +599,7 @@ RangeReleased Mempool::ReleaseRangeImpl(const void* addr, size_t len, bool forge
       return false;
     };
     while (evict && zeroing_overlap()) {
-      mu_.Unlock();
-      usleep(50);
-      mu_.Lock();
+      PauseLocked();
       hit = OverlappingLocked(lo, hi);
     }
     // One pass over the elements the range overlaps: regions in use are forgotten (the caller's

@@ -260,6 +260,9 @@ class Mempool {
     return clean_.size() + dirty_.size();
   }
   void* PopAnyFreeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Lets go of the pool lock for 50 µs, for a wait on another thread's work in flight (a source
+  // call, a zeroing) that sends no wake-up.
+  void PauseLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Zero(void* p) const;
   // Zeroes `p`, which the caller owns (taken from the free list, or marked kZeroing), on two cores
   // when it can: the element is the pool's zeroing job (`posted`: PostJobLocked(p) succeeded, else

@@ -265,7 +265,6 @@ bool Runtime::MaybePooled(const void* addr, size_t len) const {
 }
 
 bool Runtime::OnMunmap(void* addr, size_t len) {
-  if (!MaybePooled(addr, len)) return false;
   // A whole region goes back to its pool; anything else (partial, foreign, double) is handled as a
   // range below and then reaches the kernel.
   for (size_t i = 1; i < entries_.size(); ++i) {

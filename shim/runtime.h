@@ -70,7 +70,8 @@ class Runtime {
   PoolEntry* RouteHuge(Family family, size_t page_size, bool shared, const void* caller);
   // Frees a pooled region when [addr, addr+len) is exactly one element; lets go of elements the
   // range only partly covers and evicts free elements it overlaps. Returns true when the region
-  // went back to its pool (the caller must not call the real munmap then).
+  // went back to its pool (the caller must not call the real munmap then). For a range
+  // MaybePooled() admits: the munmap hook has asked it already, on the way past every other unmap.
   bool OnMunmap(void* addr, size_t len);
   // mremap / madvise / MAP_FIXED over tracked or pooled-free memory: drop or evict first.
   void ReleaseRange(void* addr, size_t len);
