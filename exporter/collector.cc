@@ -208,7 +208,7 @@ double LongestWait(const PoolStats& s, const PoolContext& c) {
 }
 
 double RoundingWaste(const PoolStats& s, const PoolContext&) {
-  double waste = Load(s.bytes_in_use) - Load(s.requested_bytes_in_use);
+  double waste = static_cast<double>(BytesInUse(s)) - static_cast<double>(RequestedBytesInUse(s));
   return waste > 0 ? waste : 0.0;
 }
 
@@ -231,11 +231,14 @@ constexpr PoolSeries kPoolSeries[] = {
     {kFrees, "", "", Field<&PoolStats::frees>},
     {kBlockedThreads, "", "", BlockedThreads},
     {kLongestWait, "", "", LongestWait},
-    {kReserve, "", "", Field<&PoolStats::reserve_level>},
+    {kReserve, "", "",
+     [](const PoolStats& s, const PoolContext&) { return static_cast<double>(ReserveLevel(s)); }},
     {kReserveTarget, "", "", Field<&PoolStats::reserve_target>},
     {kElementsHeld, "", "", Field<&PoolStats::elements_total>},
-    {kInUseElements, "", "", Field<&PoolStats::in_use>},
-    {kInUseBytes, "", "", Field<&PoolStats::bytes_in_use>},
+    {kInUseElements, "", "",
+     [](const PoolStats& s, const PoolContext&) { return static_cast<double>(InUse(s)); }},
+    {kInUseBytes, "", "",
+     [](const PoolStats& s, const PoolContext&) { return static_cast<double>(BytesInUse(s)); }},
     {kHighWater, "", "", Field<&PoolStats::high_water>},
     {kRoundingWaste, "", "", RoundingWaste},
     {kElementBytes, "", "",

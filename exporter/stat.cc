@@ -122,7 +122,7 @@ std::string Json(const std::vector<Snapshot>& snaps, const StatOptions& o) {
           JsonString(p.name), Load(p.alloc_source), Load(p.alloc_reserve), Load(p.alloc_waited),
           Load(p.fail_fast), Load(p.fail_timeout), Load(p.fail_interrupted), Load(p.fail_source),
           Load(p.wait_count), static_cast<double>(Load(p.wait_sum_ns)) / 1e9, Load(p.blocked_now),
-          Load(p.reserve_level), Load(p.reserve_target), Load(p.in_use), Load(p.high_water),
+          ReserveLevel(p), Load(p.reserve_target), InUse(p), Load(p.high_water),
           p.element_size);
       if (o.advise && IsRealPool(s, i))
         absl::StrAppendFormat(&j, ",\"suggested_reserve\":%d", SuggestReserve(Load(p.high_water)));

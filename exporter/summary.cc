@@ -81,8 +81,8 @@ std::string FormatSummary(const std::vector<Snapshot>& snapshots) {
           &out, "  %-14s %8d %8d %8d | %6d %7d %5d %6d | %9.3f %8s | %4d/%-4d %6d %5d\n", s.name,
           Load(s.alloc_source), Load(s.alloc_reserve), Load(s.alloc_waited), Load(s.fail_fast),
           Load(s.fail_timeout), Load(s.fail_interrupted), Load(s.fail_source),
-          Seconds(Load(s.wait_sum_ns)), MaxWaitBucket(s), Load(s.reserve_level),
-          Load(s.reserve_target), Load(s.in_use), Load(s.high_water));
+          Seconds(Load(s.wait_sum_ns)), MaxWaitBucket(s), ReserveLevel(s),
+          Load(s.reserve_target), InUse(s), Load(s.high_water));
     }
   }
   if (snapshots.empty()) out = "dmashim: no stats segment found (nothing ran under the shim?)\n";

@@ -50,6 +50,7 @@ Mempool::Mempool(MempoolOptions options, PoolStats* stats, const SysCalls* sys)
       reserve_(options_.reserve) {
   InitPoolStats(stats_, options_.name.c_str(), PoolKind::kMempool,
                 static_cast<uint32_t>(options_.policy.mode), options_.element_size);
+  stats_->flags = kStatsDerivedUse;
   stats_->reserve_target.store(static_cast<int64_t>(reserve_), std::memory_order_relaxed);
   // Room for the reserve and as many again in use, made here on the thread that creates the pool:
   // the maintenance thread then refills the reserve without allocating. Its first malloc would
@@ -86,22 +87,17 @@ size_t Mempool::free_zeroed() const {
 
 void Mempool::PublishLocked() {
   stats_->elements_total.store(static_cast<int64_t>(elements_.size()), std::memory_order_relaxed);
-  PublishUseLocked(/*grew=*/true);
+  PublishUseLocked();
 }
 
-void Mempool::PublishUseLocked(bool grew) {
+void Mempool::PublishUseLocked() {
   PoolStats* s = stats_;  // one load: the stores below could alias the member for the compiler
-  const int64_t free = static_cast<int64_t>(FreeCountLocked());
-  const int64_t used = static_cast<int64_t>(in_use_);
-  s->reserve_level.store(free, std::memory_order_relaxed);
-  s->in_use.store(used, std::memory_order_relaxed);
-  s->bytes_in_use.store(used * static_cast<int64_t>(options_.element_size),
-                        std::memory_order_relaxed);
-  s->requested_bytes_in_use.store(requested_bytes_, std::memory_order_relaxed);
-  // Every writer holds mu_: a compare and a plain store, no compare-and-swap loop.
-  if (grew && used > s->high_water.load(std::memory_order_relaxed)) {
-    s->high_water.store(used, std::memory_order_relaxed);
-  }
+  // alloc_reserve and frees are written only under mu_ (BumpLocked): exact here.
+  const int64_t counted = static_cast<int64_t>(s->alloc_reserve.load(std::memory_order_relaxed) -
+                                               s->frees.load(std::memory_order_relaxed));
+  // Release: a reader that sees the new base also sees the counts it was computed from.
+  s->use_base.store(static_cast<int64_t>(in_use_) - counted, std::memory_order_release);
+  TrackUseLocked();
 }
 
 void Mempool::PauseLocked() {
@@ -126,6 +122,11 @@ void Mempool::HandOutLocked(Element& e, size_t requested, bool region) {
   e.requested = requested;
   ++in_use_;
   requested_bytes_ += static_cast<int64_t>(requested);
+  // A new peak, or a request for less than an element, moves a published figure (once the pool is
+  // warm, a hit that takes a whole element moves neither).
+  if (options_.record_stats && (in_use_ > high_water_ || requested != options_.element_size)) {
+    TrackUseLocked();
+  }
 }
 
 void* Mempool::TryFreeListLocked(size_t requested, bool region, Ready* how) {
@@ -150,8 +151,8 @@ void* Mempool::TryFreeListLocked(size_t requested, bool region, Ready* how) {
   } else {
     return nullptr;
   }
+  // The use gauges: the caller counts the hand-out (alloc_reserve) or publishes them.
   HandOutLocked(elements_[reinterpret_cast<uintptr_t>(p)], requested, region);
-  if (options_.record_stats) PublishUseLocked(/*grew=*/true);  // elements_total is unchanged
   return p;
 }
 
@@ -243,7 +244,11 @@ void* Mempool::TrySource(size_t requested, bool region, int* err, bool* from_fre
     // would grow the pool past `max` and waste a page.
     if (void* p = TryFreeListLocked(requested, region, how)) {
       *from_free = true;
-      if (count_reserve) BumpLocked(stats_->alloc_reserve);
+      if (count_reserve) {
+        BumpLocked(stats_->alloc_reserve);
+      } else {
+        PublishUseLocked();  // counted in alloc_waited by the caller
+      }
       return p;
     }
     if (options_.max != 0 && in_use_ + pending_ >= options_.max) {
@@ -316,6 +321,7 @@ void* Mempool::Alloc(size_t requested, const WaitPolicy& policy, int* err) {
 void Mempool::CountServedByReserve() {
   FutexLockGuard l(&mu_);
   BumpLocked(stats_->alloc_reserve);
+  PublishUseLocked();  // a count without an element of the pool
 }
 
 void Mempool::WakeWaiters() {
@@ -397,6 +403,7 @@ void* Mempool::Wait(size_t requested, bool region, const WaitPolicy& policy, int
       got = TryFreeListLocked(requested, region, &how);
       if (got != nullptr) {
         --waiters_;
+        PublishUseLocked();  // counted in alloc_waited below
         break;
       }
     }
@@ -489,6 +496,7 @@ bool Mempool::FreeImpl(void* element, bool region) {
     }
     it->second.region = false;
     --in_use_;
+    const bool whole = it->second.requested == options_.element_size;  // no waste to take back
     requested_bytes_ -= static_cast<int64_t>(it->second.requested);
     it->second.requested = 0;
     if (options_.record_stats) BumpLocked(stats_->frees);
@@ -510,9 +518,9 @@ bool Mempool::FreeImpl(void* element, bool region) {
     }
     if (options_.record_stats) {
       if (then == Then::kRelease) {
-        PublishLocked();
-      } else {
-        PublishUseLocked(/*grew=*/false);  // elements_total is unchanged, in_use went down
+        PublishLocked();  // elements_total went down
+      } else if (!whole) {
+        TrackUseLocked();  // the free counted, the use gauges hold (see PublishUseLocked)
       }
     }
   }
@@ -548,9 +556,8 @@ void Mempool::MarkZeroedLocked(void* element, WakeAfterUnlock* wake) {
   if (job_.element == element) job_.free_element = false;
   it->second.state = State::kFree;
   clean_.push_back(element);
-  // Only the free count changed. One store: this runs on the maintenance thread, and every line of
-  // the record it writes is one the allocating thread's next hit must fetch back from this core.
-  stats_->reserve_level.store(static_cast<int64_t>(FreeCountLocked()), std::memory_order_relaxed);
+  // No store to the record: a free element being zeroed already counts in the reserve level
+  // (elements_total − in_use).
   WakeOneLocked(wake);
 }
 
@@ -788,8 +795,11 @@ void Mempool::RebindStats(PoolStats* stats) {
   FutexLockGuard l(&mu_);
   InitPoolStats(stats, options_.name.c_str(), PoolKind::kMempool,
                 static_cast<uint32_t>(options_.policy.mode), options_.element_size);
+  stats->flags = kStatsDerivedUse;
   stats->reserve_target.store(static_cast<int64_t>(reserve_), std::memory_order_relaxed);
   stats_ = stats;
+  high_water_ = 0;  // the new record holds none of the figures yet
+  waste_ = 0;
   PublishLocked();
 }
 

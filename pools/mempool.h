@@ -227,7 +227,8 @@ class Mempool {
   // range covers fewer pages than the pool has elements, else by a scan of the table.
   std::vector<uintptr_t> OverlappingLocked(uintptr_t lo, uintptr_t hi) const
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // Marks `e` handed out for a request of `requested` bytes and publishes the figures.
+  // Marks `e` handed out for a request of `requested` bytes. The caller counts the allocation in
+  // the same critical section (or publishes the use gauges): see PublishUseLocked.
   void HandOutLocked(Element& e, size_t requested, bool region) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void* TryFreeListLocked(size_t requested, bool region, Ready* how)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -244,9 +245,28 @@ class Mempool {
   void* Finish(void* p, Ready how);
   bool KeepOnFreeLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void PublishLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  // PublishLocked without elements_total, for the paths that only move an element between free
-  // and in use. `grew`: in_use may have gone up (the high-water mark is checked only then).
-  void PublishUseLocked(bool grew) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The record's use gauges are derived by its readers (kStatsDerivedUse): in_use = use_base +
+  // alloc_reserve − frees, reserve_level = elements_total − in_use. A critical section that hands
+  // out a free element and counts it in alloc_reserve, or takes one back and counts the free, keeps
+  // them true without a store to the record besides the counter — the hit and free paths. Any
+  // other change of in_use_ or of those two counters (an element from the source or after a wait,
+  // one forgotten, a count without an element, a new record) calls this in the same critical
+  // section: it sets use_base from the record's counters.
+  void PublishUseLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // After in_use_ or requested_bytes_ moved: the high-water mark and the rounding waste, written
+  // only when they change (a hit that asked for a whole element changes neither once warm).
+  void TrackUseLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (in_use_ > high_water_) {
+      high_water_ = in_use_;
+      stats_->high_water.store(static_cast<int64_t>(in_use_), std::memory_order_relaxed);
+    }
+    const int64_t waste =
+        static_cast<int64_t>(in_use_ * options_.element_size) - requested_bytes_;
+    if (waste != waste_) {
+      waste_ = waste;
+      stats_->waste_bytes.store(waste, std::memory_order_relaxed);
+    }
+  }
   // Wakes one waiter once the pool lock is released: the woken thread's first act is to take the
   // lock, so waking it while still holding the lock would make it sleep again on the mutex.
   struct WakeAfterUnlock {
@@ -305,6 +325,8 @@ class Mempool {
   size_t pending_ ABSL_GUARDED_BY(mu_) = 0;  // source calls in flight
   size_t waiters_ ABSL_GUARDED_BY(mu_) = 0;
   int64_t requested_bytes_ ABSL_GUARDED_BY(mu_) = 0;
+  size_t high_water_ ABSL_GUARDED_BY(mu_) = 0;  // as published
+  int64_t waste_ ABSL_GUARDED_BY(mu_) = 0;      // as published
   bool filled_ ABSL_GUARDED_BY(mu_) = false;
   uint64_t next_refill_ns_ ABSL_GUARDED_BY(mu_) = 0;
   int fill_err_ ABSL_GUARDED_BY(mu_) = 0;  // errno of the last failed Prefill source call

@@ -13,7 +13,7 @@
 
 namespace dmashim {
 
-inline constexpr uint32_t kPoolStatsVersion = 1;
+inline constexpr uint32_t kPoolStatsVersion = 2;
 
 // Upper bounds (inclusive) of the wait-time histogram, in nanoseconds; a last implicit bucket
 // holds everything above (+Inf).
@@ -81,11 +81,62 @@ struct alignas(64) PoolStats {
   Gauge dma_pages;
 
   Counter waiter_start_ns[kWaiterSlots];
+
+  // How the use gauges are kept (written when the record is bound to its pool). With
+  // kStatsDerivedUse — a Mempool's record — the pool's hit and free paths write only their counter:
+  // in_use, bytes_in_use, requested_bytes_in_use and reserve_level above stay 0 and readers derive
+  // them (InUse, BytesInUse, RequestedBytesInUse, ReserveLevel below) from alloc_reserve, frees,
+  // use_base and waste_bytes, which the pool keeps exact at every instant it lets go of its lock. Without it (DmaPool, the CUDA caching pool) the four fields hold the values themselves.
+  uint32_t flags;
+  uint32_t reserved0;
+  Gauge use_base;     // in_use − (alloc_reserve − frees)
+  Gauge waste_bytes;  // bytes_in_use − requested_bytes_in_use
 };
+
+inline constexpr uint32_t kStatsDerivedUse = 1;
 
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 static_assert(std::is_standard_layout_v<PoolStats>);
 static_assert(sizeof(PoolStats) % 64 == 0);
+
+// The derived gauges are computed in unsigned arithmetic, which wraps: a reader may be handed a
+// damaged or forged segment (the exporter reads any file in the run directory), and its fields
+// must not make the arithmetic undefined.
+inline int64_t Wrap(uint64_t v) { return static_cast<int64_t>(v); }
+inline uint64_t Bits(const Gauge& g, std::memory_order order = std::memory_order_relaxed) {
+  return static_cast<uint64_t>(g.load(order));
+}
+
+// Elements handed out now. Derived (kStatsDerivedUse): the pool counts every element it hands out
+// from its free list in alloc_reserve and every one it takes back in frees, and use_base holds the
+// rest (elements from the source or after a wait, regions forgotten; alloc_source and alloc_waited
+// also count calls the shim passed to the kernel, which are not the pool's elements). The frees
+// are read before the allocations: a reader racing the pool sees at most the allocations made
+// meanwhile, never a negative count.
+inline int64_t InUse(const PoolStats& s) {
+  if ((s.flags & kStatsDerivedUse) == 0) return s.in_use.load(std::memory_order_relaxed);
+  const uint64_t frees = s.frees.load(std::memory_order_acquire);
+  const uint64_t allocs = s.alloc_reserve.load(std::memory_order_acquire);
+  return Wrap(Bits(s.use_base, std::memory_order_acquire) + allocs - frees);
+}
+
+inline int64_t BytesInUse(const PoolStats& s) {
+  if ((s.flags & kStatsDerivedUse) == 0) return s.bytes_in_use.load(std::memory_order_relaxed);
+  return Wrap(static_cast<uint64_t>(InUse(s)) * s.element_size);
+}
+
+inline int64_t RequestedBytesInUse(const PoolStats& s) {
+  if ((s.flags & kStatsDerivedUse) == 0) {
+    return s.requested_bytes_in_use.load(std::memory_order_relaxed);
+  }
+  return Wrap(static_cast<uint64_t>(BytesInUse(s)) - Bits(s.waste_bytes));
+}
+
+// Free elements held: zeroed, waiting to be zeroed, or being zeroed.
+inline int64_t ReserveLevel(const PoolStats& s) {
+  if ((s.flags & kStatsDerivedUse) == 0) return s.reserve_level.load(std::memory_order_relaxed);
+  return Wrap(Bits(s.elements_total) - static_cast<uint64_t>(InUse(s)));
+}
 
 // Index of the histogram bucket for a wait of `ns` nanoseconds.
 inline size_t WaitBucketFor(uint64_t ns) {

@@ -72,9 +72,9 @@ TEST_F(CudaTest, SameResultsFarFewerPinsLessTime) {
   EXPECT_EQ(Get(p->frees), 8u * kIters);
   EXPECT_EQ(Get(p->source_calls), 8u);  // 5 cudaHostAlloc + 3 cudaHostRegister
   EXPECT_GE(Get(p->source_ns), 8u * 2'000'000);
-  EXPECT_EQ(Get(p->in_use), 0);
+  EXPECT_EQ(InUse(*p), 0);
   EXPECT_EQ(Get(p->high_water), 8);
-  EXPECT_EQ(Get(p->reserve_level), 5);  // the cached large blocks
+  EXPECT_EQ(ReserveLevel(*p), 5);  // the cached large blocks
   EXPECT_EQ(Get(p->fail_fast), 0u);
 }
 
@@ -84,11 +84,11 @@ TEST_F(CudaTest, RoundingWasteIsSmallAndReported) {
   EXPECT_EQ(r.kv["held"], "3");
   const PoolStats* p = Pool("gpu-staging");
   ASSERT_NE(p, nullptr);
-  EXPECT_EQ(Get(p->in_use), 3);
-  EXPECT_EQ(Get(p->requested_bytes_in_use), 300000);
-  EXPECT_EQ(Get(p->bytes_in_use), 3 * 106496);
-  const double waste = double(Get(p->bytes_in_use) - Get(p->requested_bytes_in_use)) /
-                       double(Get(p->requested_bytes_in_use));
+  EXPECT_EQ(InUse(*p), 3);
+  EXPECT_EQ(RequestedBytesInUse(*p), 300000);
+  EXPECT_EQ(BytesInUse(*p), 3 * 106496);
+  const double waste = double(BytesInUse(*p) - RequestedBytesInUse(*p)) /
+                       double(RequestedBytesInUse(*p));
   EXPECT_LT(waste, 0.125);
   printf("[ figures ] rounding waste %.1f%% (a power-of-two cache: %.1f%%)\n", waste * 100,
          (131072.0 - 100000.0) / 100000.0 * 100);
@@ -98,8 +98,8 @@ TEST_F(CudaTest, RoundingWasteIsSmallAndReported) {
   EXPECT_EQ(s.kv["pins"], "1");
   const PoolStats* q = Pool("gpu-staging");
   ASSERT_NE(q, nullptr);
-  EXPECT_EQ(Get(q->requested_bytes_in_use), 3000);
-  EXPECT_EQ(Get(q->bytes_in_use), 3 * 1024);
+  EXPECT_EQ(RequestedBytesInUse(*q), 3000);
+  EXPECT_EQ(BytesInUse(*q), 3 * 1024);
 }
 
 // Large blocks (4 MiB and up) are mapped, faulted in by several threads and registered, not
@@ -210,7 +210,7 @@ TEST_F(CudaTest, RegisterAndForeignPointersBehaveAsWithoutTheShim) {
   const PoolStats* p = Pool("gpu-staging");
   ASSERT_NE(p, nullptr);
   EXPECT_EQ(Get(p->alloc_source), 1u);  // the registration, guarded
-  EXPECT_EQ(Get(p->bytes_in_use), 0);   // unregistered again
+  EXPECT_EQ(BytesInUse(*p), 0);   // unregistered again
   EXPECT_GE(Get(p->source_ns), 2'000'000u);
 
   RunResult fplain = Run(false, {"foreign"});

@@ -48,8 +48,8 @@ TEST_F(IbverbsTest, RegistrationsPassThroughTimedAndCounted) {
   EXPECT_EQ(Get(p->source_calls), 4u);
   EXPECT_GE(Get(p->source_ns), 4u * 1'000'000);  // 1 ms per registration in the stand-in
   EXPECT_EQ(Get(p->frees), 4u);
-  EXPECT_EQ(Get(p->in_use), 0);
-  EXPECT_EQ(Get(p->bytes_in_use), 0);
+  EXPECT_EQ(InUse(*p), 0);
+  EXPECT_EQ(BytesInUse(*p), 0);
   EXPECT_EQ(Get(p->high_water), 4);
 }
 
@@ -58,8 +58,8 @@ TEST_F(IbverbsTest, RegisteredBytesAreReportedWhileHeld) {
   EXPECT_EQ(r.kv["registered"], "3");
   const PoolStats* p = Pool("rdma");
   ASSERT_NE(p, nullptr);
-  EXPECT_EQ(Get(p->in_use), 3);
-  EXPECT_EQ(Get(p->bytes_in_use), 3 * 2097152);
+  EXPECT_EQ(InUse(*p), 3);
+  EXPECT_EQ(BytesInUse(*p), 3 * 2097152);
 }
 
 TEST_F(IbverbsTest, TheMacrosIova2PathIsSeenOnce) {

@@ -215,12 +215,12 @@ TEST_F(DmaPoolTest, InfoReportsKernelPoolsFigures) {
   EXPECT_EQ(info.active_blocks, k2M / 2048 + 1);
   EXPECT_EQ(info.pages, 2u);
   EXPECT_EQ(info.total_blocks, 2 * (k2M / 2048));
-  EXPECT_EQ(pages->stats().in_use.load(), 2);
+  EXPECT_EQ(InUse(pages->stats()), 2);
   for (void* b : blocks) (*pool)->Free(b);
   EXPECT_EQ((*pool)->info().active_blocks, 0u);
   EXPECT_EQ((*pool)->info().pages, 2u) << "pages stay with the dma pool until it is destroyed";
   pool->reset();
-  EXPECT_EQ(pages->stats().in_use.load(), 0) << "destroying the dma pool returns its pages";
+  EXPECT_EQ(InUse(pages->stats()), 0) << "destroying the dma pool returns its pages";
 }
 
 TEST_F(DmaPoolTest, GuaranteedAllocationWithReserve) {

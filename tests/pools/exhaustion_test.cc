@@ -85,7 +85,7 @@ TEST_F(MempoolExhaustion, ReserveServesRAllocationsThenModeApplies) {
   EXPECT_EQ(s.blocked_now.load(), 0);
   EXPECT_EQ(s.fail_fast.load() + s.fail_timeout.load(), 2u) << "no new failures";
   for (void* p : held) EXPECT_TRUE(pool->Free(p));
-  EXPECT_EQ(s.in_use.load(), 0);
+  EXPECT_EQ(InUse(s), 0);
 }
 
 TEST_F(MempoolExhaustion, ResizeGrowIsPartialWhenPagesRunOut) {

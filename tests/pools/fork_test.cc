@@ -91,7 +91,7 @@ int ForkAndCheck(Mempool* pool, const std::vector<void*>& free_elems,
         bits |= kInUseContent;
       }
     }
-    if (pool->stats().reserve_level.load() != 0) bits |= kChildReserveNotEmpty;
+    if (ReserveLevel(pool->stats()) != 0) bits |= kChildReserveNotEmpty;
     int err = 0;
     void* fresh = pool->Alloc(k2M, &err);
     if (fresh == nullptr || !AllZero(fresh, k2M)) bits |= kChildAllocFailed;
@@ -121,15 +121,15 @@ TEST_F(MempoolFork, FreeReserveElementsAreNotInChildHandedOutAre) {
   std::vector<void*> free_elems;
   for (int i = 0; i < 2; ++i) free_elems.push_back(pool->Alloc(k2M, &err));
   for (void* p : free_elems) ASSERT_TRUE(pool->Free(p));
-  ASSERT_EQ(pool->stats().reserve_level.load(), 2);
+  ASSERT_EQ(ReserveLevel(pool->stats()), 2);
 
   const int bits = ForkAndCheck(pool.get(), free_elems, used, 7);
   EXPECT_EQ(bits, 0) << Explain(bits);
   // The parent is untouched: everything still mapped, counted, and usable.
   for (void* p : free_elems) EXPECT_TRUE(IsMapped(p));
   for (void* p : used) EXPECT_TRUE(HasPattern(p, k2M, 7 + reinterpret_cast<uintptr_t>(p)));
-  EXPECT_EQ(pool->stats().reserve_level.load(), 2);
-  EXPECT_EQ(pool->stats().in_use.load(), 2);
+  EXPECT_EQ(ReserveLevel(pool->stats()), 2);
+  EXPECT_EQ(InUse(pool->stats()), 2);
   for (void* p : used) EXPECT_TRUE(pool->Free(p));
 }
 

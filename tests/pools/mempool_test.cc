@@ -2,9 +2,11 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stddef.h>
 #include <string.h>
 
 #include <atomic>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -114,7 +116,7 @@ TEST_F(MempoolBlock, BlockModeNeverFailsWhileReserveCovers) {
   EXPECT_EQ(HistogramTotal(s), Load(s.wait_count));
   EXPECT_EQ(Load(s.blocked_now), 0);
   EXPECT_EQ(Load(s.frees), allocs);
-  EXPECT_EQ(Load(s.in_use), 0);
+  EXPECT_EQ(InUse(s), 0);
   EXPECT_EQ(Load(s.elements_total), static_cast<int64_t>(kReserve));
   EXPECT_EQ(Load(s.high_water), static_cast<int64_t>(kReserve));
 }
@@ -461,7 +463,7 @@ TEST_F(MempoolLevels, NeverDropsBelowReserve) {
   ASSERT_NE(pool, nullptr);
   EXPECT_EQ(pool->Prefill(), 6u);
   const PoolStats& s = pool->stats();
-  EXPECT_EQ(s.reserve_level.load(), 6);
+  EXPECT_EQ(ReserveLevel(s), 6);
   EXPECT_EQ(s.reserve_target.load(), 6);
   std::vector<void*> held;
   int err = 0;
@@ -479,9 +481,9 @@ TEST_F(MempoolLevels, NeverDropsBelowReserve) {
     EXPECT_GE(s.elements_total.load(), 6) << "dropped below the reserve";
   }
   EXPECT_EQ(s.elements_total.load(), 6);
-  EXPECT_EQ(s.reserve_level.load(), 6);
+  EXPECT_EQ(ReserveLevel(s), 6);
   EXPECT_EQ(s.source_releases.load(), 4u);
-  EXPECT_EQ(s.in_use.load(), 0);
+  EXPECT_EQ(InUse(s), 0);
   EXPECT_EQ(s.high_water.load(), 10);
   EXPECT_FALSE(pool->Free(held[0])) << "a double free is refused";
 }
@@ -502,10 +504,10 @@ TEST_F(MempoolLevels, KeepsAtMostKeepFree) {
   const long free_before = FreeHugePages2M();
   for (void* p : held) {
     pool->Free(p);
-    EXPECT_LE(pool->stats().reserve_level.load(), 4);
+    EXPECT_LE(ReserveLevel(pool->stats()), 4);
   }
   const PoolStats& s = pool->stats();
-  EXPECT_EQ(s.reserve_level.load(), 4);
+  EXPECT_EQ(ReserveLevel(s), 4);
   EXPECT_EQ(s.elements_total.load(), 4);
   EXPECT_EQ(s.source_releases.load(), 8u);
   // The 8 released pages really went back to the kernel (other processes may move this a little).
@@ -536,7 +538,7 @@ TEST_F(MempoolLevels, ResizeGrowPartialSaysHowFar) {
   r = pool->Resize(8);
   EXPECT_EQ(r.held, 8u);
   EXPECT_EQ(r.err, 0);
-  EXPECT_EQ(s.reserve_level.load(), 8);
+  EXPECT_EQ(ReserveLevel(s), 8);
 }
 
 TEST_F(MempoolLevels, ResizeGrowPartialReportsTheSourcesErrno) {
@@ -566,9 +568,9 @@ TEST_F(MempoolLevels, ResizeShrinkReturnsSurplus) {
   EXPECT_EQ(r.err, 0);
   const PoolStats& s = pool->stats();
   EXPECT_EQ(s.reserve_target.load(), 1);
-  EXPECT_EQ(s.in_use.load(), 1);
-  EXPECT_LE(s.reserve_level.load(), 2) << "at most keep free after a shrink";
-  EXPECT_EQ(s.elements_total.load(), 1 + s.reserve_level.load());
+  EXPECT_EQ(InUse(s), 1);
+  EXPECT_LE(ReserveLevel(s), 2) << "at most keep free after a shrink";
+  EXPECT_EQ(s.elements_total.load(), 1 + ReserveLevel(s));
   EXPECT_EQ(r.held, static_cast<size_t>(s.elements_total.load()));
   EXPECT_EQ(s.source_releases.load(), static_cast<uint64_t>(8 - s.elements_total.load()));
   EXPECT_TRUE(pool->Free(held));
@@ -590,7 +592,7 @@ TEST_F(MempoolLevels, MaxCapsElementsInUse) {
   EXPECT_EQ(pool->Alloc(k2M, &err), nullptr);
   EXPECT_EQ(err, ENOMEM);
   EXPECT_EQ(pool->stats().fail_fast.load(), 1u);
-  EXPECT_EQ(pool->stats().in_use.load(), 3);
+  EXPECT_EQ(InUse(pool->stats()), 3);
   for (void* p : held) pool->Free(p);
 }
 
@@ -637,6 +639,107 @@ TEST(MempoolMaxRace, MaxHoldsWhileFreesRaceWithAllocations) {
   EXPECT_EQ(pool->stats().elements_total.load(), 1);
   EXPECT_EQ(pool->stats().high_water.load(), 1);
   EXPECT_EQ(pool->stats().source_calls.load(), 1u);  // the prefill, nothing since
+}
+
+// ---- Statistics ---------------------------------------------------------------------------------
+
+class MempoolStatsRecord : public HugePoolTest {};
+
+// The bytes of the record that differ between two snapshots, as the fields they belong to.
+std::vector<size_t> ChangedOffsets(const PoolStats& a, const PoolStats& b) {
+  std::vector<size_t> out;
+  const auto* x = reinterpret_cast<const unsigned char*>(&a);
+  const auto* y = reinterpret_cast<const unsigned char*>(&b);
+  for (size_t i = 0; i < sizeof(PoolStats); i += 8) {
+    if (memcmp(x + i, y + i, 8) != 0) out.push_back(i);
+  }
+  return out;
+}
+
+void Snapshot(const PoolStats& s, PoolStats* into) {
+  memcpy(static_cast<void*>(into), static_cast<const void*>(&s), sizeof s);
+}
+
+// What keeps telemetry off the hit path: a hit on a warm pool writes alloc_reserve and nothing
+// else in the record, a free writes frees and nothing else, and the readers still see the element
+// in use and the reserve level move (in_use, bytes_in_use, reserve_level are derived from them).
+TEST_F(MempoolStatsRecord, HitAndFreeWriteOnlyTheirCounter) {
+  auto o = HugeOptions("hit-record", 2, Mode::kFailFast);
+  o.zero = ZeroMode::kNone;  // no maintenance thread writing meanwhile
+  auto pool = MakePool(o);
+  ASSERT_NE(pool, nullptr);
+  ASSERT_EQ(pool->Prefill(), 2u);
+  const PoolStats& s = pool->stats();
+  int err = 0;
+  ASSERT_TRUE(pool->Free(pool->Alloc(k2M, &err)));  // the high-water mark is 1 from here
+  EXPECT_EQ(s.flags & kStatsDerivedUse, kStatsDerivedUse);
+
+  auto before = std::make_unique<PoolStats>();
+  auto after = std::make_unique<PoolStats>();
+  Snapshot(s, before.get());
+  void* p = pool->Alloc(k2M, &err);
+  ASSERT_NE(p, nullptr) << strerror(err);
+  Snapshot(s, after.get());
+  EXPECT_EQ(ChangedOffsets(*before, *after),
+            std::vector<size_t>{offsetof(PoolStats, alloc_reserve)});
+  EXPECT_EQ(InUse(s), 1);
+  EXPECT_EQ(BytesInUse(s), static_cast<int64_t>(k2M));
+  EXPECT_EQ(RequestedBytesInUse(s), static_cast<int64_t>(k2M));
+  EXPECT_EQ(ReserveLevel(s), 1);
+
+  Snapshot(s, before.get());
+  ASSERT_TRUE(pool->Free(p));
+  Snapshot(s, after.get());
+  EXPECT_EQ(ChangedOffsets(*before, *after), std::vector<size_t>{offsetof(PoolStats, frees)});
+  EXPECT_EQ(InUse(s), 0);
+  EXPECT_EQ(ReserveLevel(s), 2);
+
+  // A request for less than an element moves the rounding waste, and takes it back on free.
+  p = pool->Alloc(k2M / 2 + 4096, &err);
+  ASSERT_NE(p, nullptr) << strerror(err);
+  EXPECT_EQ(RequestedBytesInUse(s), static_cast<int64_t>(k2M / 2 + 4096));
+  EXPECT_EQ(BytesInUse(s) - RequestedBytesInUse(s), static_cast<int64_t>(k2M / 2 - 4096));
+  ASSERT_TRUE(pool->Free(p));
+  EXPECT_EQ(RequestedBytesInUse(s), 0);
+  // A new peak is published at once.
+  void* a = pool->Alloc(k2M, &err);
+  void* b = pool->Alloc(k2M, &err);
+  ASSERT_TRUE(a != nullptr && b != nullptr);
+  EXPECT_EQ(s.high_water.load(), 2);
+  EXPECT_EQ(InUse(s), 2);
+  EXPECT_EQ(ReserveLevel(s), 0);
+  ASSERT_TRUE(pool->Free(a));
+  ASSERT_TRUE(pool->Free(b));
+}
+
+// Counts that are not the pool's elements leave its in-use figure exact: a call served after the
+// pool gave its free elements back (counted in alloc_reserve, no element handed out), and the
+// shim's own counting of calls it passed to the kernel (alloc_source, alloc_waited, frees of
+// those are not counted). Elements from the source and after a wait count in use.
+TEST_F(MempoolStatsRecord, InUseStaysExactWhenCountsAreNotThePoolsElements) {
+  auto o = HugeOptions("count-only", 1, Mode::kFailFast);
+  o.zero = ZeroMode::kNone;
+  auto pool = MakePool(o);
+  ASSERT_NE(pool, nullptr);
+  ASSERT_EQ(pool->Prefill(), 1u);
+  PoolStats& s = *pool->mutable_stats();
+  int err = 0;
+  void* a = pool->Alloc(k2M, &err);  // from the reserve
+  void* b = pool->Alloc(k2M, &err);  // from the source
+  ASSERT_TRUE(a != nullptr && b != nullptr) << strerror(err);
+  EXPECT_EQ(s.alloc_source.load(), 1u);
+  EXPECT_EQ(InUse(s), 2);
+  pool->CountServedByReserve();
+  EXPECT_EQ(s.alloc_reserve.load(), 2u);
+  EXPECT_EQ(InUse(s), 2) << "a count without an element";
+  s.alloc_source.fetch_add(3);  // what Runtime::Guard counts for a call passed to the kernel
+  s.alloc_waited.fetch_add(1);
+  EXPECT_EQ(InUse(s), 2);
+  ASSERT_TRUE(pool->Free(a));
+  ASSERT_TRUE(pool->Free(b));
+  EXPECT_EQ(InUse(s), 0);
+  EXPECT_EQ(ReserveLevel(s), s.elements_total.load());
+  EXPECT_GE(ReserveLevel(s), 1);
 }
 
 TEST(MempoolOptionsTest, CreateRejectsBadOptionsNamingThem) {

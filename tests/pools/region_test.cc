@@ -55,13 +55,13 @@ TEST_F(MempoolRegion, FreeRegionTakesOnlyALengthThatRoundsToTheWholeElement) {
   EXPECT_FALSE(pool->FreeRegion(p + k2M, k2M)) << "not the element's start";
   EXPECT_FALSE(pool->FreeRegion(p, 3 * k2M)) << "more than the element";
   EXPECT_FALSE(pool->FreeRegion(p, 0));
-  EXPECT_EQ(pool->stats().in_use.load(), 1);
+  EXPECT_EQ(InUse(pool->stats()), 1);
   EXPECT_TRUE(pool->FreeRegion(p, k2M + 1)) << "rounded up to whole huge pages, as the kernel does";
   EXPECT_FALSE(pool->FreeRegion(p, 2 * k2M)) << "a double unmap is refused";
   const PoolStats& s = pool->stats();
-  EXPECT_EQ(s.in_use.load(), 0);
+  EXPECT_EQ(InUse(s), 0);
   EXPECT_EQ(s.frees.load(), 1u);
-  EXPECT_EQ(s.reserve_level.load(), s.elements_total.load());
+  EXPECT_EQ(ReserveLevel(s), s.elements_total.load());
 }
 
 TEST_F(MempoolRegion, FreeRegionLeavesElementsHandedOutOtherwiseAlone) {
@@ -72,7 +72,7 @@ TEST_F(MempoolRegion, FreeRegionLeavesElementsHandedOutOtherwiseAlone) {
   ASSERT_NE(p, nullptr) << strerror(err);
   EXPECT_FALSE(pool->FreeRegion(p, k2M)) << "an element from Alloc() is not an mmap region";
   EXPECT_EQ(pool->ForgetRegions(p, k2M), 0u);
-  EXPECT_EQ(pool->stats().in_use.load(), 1);
+  EXPECT_EQ(InUse(pool->stats()), 1);
   EXPECT_TRUE(pool->Free(p));
   // Free() of a region takes it back too, and the region mark does not outlive it.
   void* r = pool->AllocRegion(k2M, FailFast(), &err);
@@ -88,19 +88,19 @@ TEST_F(MempoolRegion, ForgetRegionsDropsTheRegionsInUseTheRangeOverlaps) {
   auto [pool, a, b, plain] = TwoRegionsAndAnElement("region-forget", 4);
   ASSERT_TRUE(pool && a && b && plain);
   const PoolStats& s = pool->stats();
-  EXPECT_EQ(s.in_use.load(), 3);
+  EXPECT_EQ(InUse(s), 3);
   EXPECT_EQ(pool->ForgetRegions(a + 4096, 4096), 1u) << "one page inside `a`";
-  EXPECT_EQ(s.in_use.load(), 2);
+  EXPECT_EQ(InUse(s), 2);
   EXPECT_EQ(s.elements_total.load(), 3);
-  EXPECT_EQ(s.reserve_level.load(), 1) << "free elements are not the caller's";
+  EXPECT_EQ(ReserveLevel(s), 1) << "free elements are not the caller's";
   EXPECT_FALSE(pool->FreeRegion(a, k2M)) << "forgotten: the caller owns it";
   EXPECT_FALSE(pool->Owns(a));
   EXPECT_TRUE(pool->Owns(b));
   EXPECT_TRUE(pool->FreeRegion(b, k2M));
   EXPECT_TRUE(pool->Free(plain));
-  EXPECT_EQ(s.in_use.load(), 0);
-  EXPECT_EQ(s.requested_bytes_in_use.load(), 0);
-  EXPECT_EQ(s.reserve_level.load(), s.elements_total.load());
+  EXPECT_EQ(InUse(s), 0);
+  EXPECT_EQ(RequestedBytesInUse(s), 0);
+  EXPECT_EQ(ReserveLevel(s), s.elements_total.load());
   munmap(a, k2M);  // the forgotten element is the caller's to unmap
 }
 
@@ -112,7 +112,7 @@ TEST_F(MempoolRegion, ReleaseRangeForgetsRegionsAndEvictsFreeElements) {
   ASSERT_TRUE(pool && a && b && plain);
   int err = 0;
   const PoolStats& s = pool->stats();
-  ASSERT_EQ(s.reserve_level.load(), 2);
+  ASSERT_EQ(ReserveLevel(s), 2);
   // A range over every element the pool holds (and whatever lies between them).
   uintptr_t lo = UINTPTR_MAX, hi = 0;
   for (char* p : {a, b, plain}) {
@@ -129,16 +129,16 @@ TEST_F(MempoolRegion, ReleaseRangeForgetsRegionsAndEvictsFreeElements) {
   }
   ASSERT_TRUE(pool->Free(f1));
   ASSERT_TRUE(pool->Free(f2));
-  ASSERT_EQ(s.reserve_level.load(), 2);
+  ASSERT_EQ(ReserveLevel(s), 2);
   const uint64_t releases = s.source_releases.load();
 
   const RangeReleased r = pool->ReleaseRange(reinterpret_cast<void*>(lo), hi - lo);
   EXPECT_EQ(r.forgotten, 2u) << "the two regions";
   EXPECT_EQ(r.evicted, 2u) << "the two free elements";
   EXPECT_EQ(s.source_releases.load() - releases, 2u);
-  EXPECT_EQ(s.in_use.load(), 1) << "the Alloc()ed element is still the pool's";
+  EXPECT_EQ(InUse(s), 1) << "the Alloc()ed element is still the pool's";
   EXPECT_EQ(s.elements_total.load(), 1);
-  EXPECT_EQ(s.reserve_level.load(), 0);
+  EXPECT_EQ(ReserveLevel(s), 0);
   EXPECT_TRUE(pool->Owns(plain));
   EXPECT_FALSE(pool->Owns(a));
   EXPECT_FALSE(pool->Owns(f1));
@@ -166,7 +166,7 @@ TEST_F(MempoolRegion, RangesFindElementsThatStartBeforeThem) {
   // A range over 2 GiB of pages around `b` is wider than the table: scanned.
   EXPECT_EQ(pool->ForgetRegions(b + k2M - (size_t{1} << 30), size_t{1} << 31), 1u);
   EXPECT_FALSE(pool->Owns(b));
-  EXPECT_EQ(pool->stats().in_use.load(), 0);
+  EXPECT_EQ(InUse(pool->stats()), 0);
   munmap(a, 2 * k2M);
   munmap(b, 2 * k2M);
 }

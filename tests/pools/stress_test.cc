@@ -165,14 +165,14 @@ TEST_F(Stress, EightThreadsMixedOpsAcrossPoolsAccountForEveryElement) {
     const PoolStats& s = m->stats();
     SCOPED_TRACE(what);
     const int64_t obtained = static_cast<int64_t>(s.source_calls.load() - s.source_failures.load());
-    EXPECT_EQ(s.in_use.load(), in_use_expected);
-    EXPECT_EQ(s.elements_total.load(), s.in_use.load() + s.reserve_level.load());
+    EXPECT_EQ(InUse(s), in_use_expected);
+    EXPECT_EQ(s.elements_total.load(), InUse(s) + ReserveLevel(s));
     EXPECT_EQ(s.elements_total.load(), obtained - static_cast<int64_t>(s.source_releases.load()));
     EXPECT_EQ(static_cast<int64_t>(s.alloc_source.load() + s.alloc_reserve.load() +
                                    s.alloc_waited.load() - s.frees.load()),
-              s.in_use.load());
+              InUse(s));
     EXPECT_GE(s.elements_total.load(), s.reserve_target.load());
-    EXPECT_LE(s.reserve_level.load(), static_cast<int64_t>(std::max(m->keep(), m->reserve())));
+    EXPECT_LE(ReserveLevel(s), static_cast<int64_t>(std::max(m->keep(), m->reserve())));
     EXPECT_EQ(s.fail_fast.load() + s.fail_timeout.load() + s.fail_source.load() +
                   s.fail_interrupted.load(),
               0u);
@@ -199,7 +199,7 @@ TEST_F(Stress, EightThreadsMixedOpsAcrossPoolsAccountForEveryElement) {
       ASSERT_TRUE(it.pool == kDma ? dma.Free(it.p) : mempools[it.pool]->Free(it.p));
     }
   }
-  for (Mempool* m : mempools) EXPECT_EQ(m->stats().in_use.load(), 0) << m->name();
+  for (Mempool* m : mempools) EXPECT_EQ(InUse(m->stats()), 0) << m->name();
   EXPECT_EQ(dma.info().active_blocks, 0u);
 }
 

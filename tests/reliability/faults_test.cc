@@ -83,7 +83,7 @@ class PagesTakenAway : public ::testing::Test {
     EXPECT_GT(Get(blk->wait_sum_ns), 0u);
     // No single call blocked longer than the whole wait time recorded.
     EXPECT_LE(std::stoull(r.kv["block_max_us"]) * 1000, Get(blk->wait_sum_ns) + 50'000'000u);
-    EXPECT_EQ(Get(blk->in_use), 0);
+    EXPECT_EQ(InUse(*blk), 0);
     EXPECT_EQ(Get(blk->blocked_now), 0);
 
     // fail-fast: it failed, and every failure the program saw is counted — exactly.
@@ -177,7 +177,7 @@ TEST_F(SignalStorm, UninterruptibleWaitsKeepWaitingAndComplete) {
   EXPECT_EQ(Get(pool_->alloc_waited), 4u);
   EXPECT_EQ(Get(pool_->wait_count), 4u);
   EXPECT_EQ(Failures(pool_), 0u);
-  EXPECT_EQ(Get(pool_->in_use), 0);
+  EXPECT_EQ(InUse(*pool_), 0);
   EXPECT_EQ(Get(pool_->blocked_now), 0);
   EXPECT_EQ(Allocs(pool_), Get(pool_->frees));
 }
@@ -194,7 +194,7 @@ TEST_F(SignalStorm, InterruptibleWaitsEndWithEintrAndThePoolStaysWhole) {
   EXPECT_EQ(Get(pool_->fail_interrupted), 4u);
   EXPECT_EQ(Failures(pool_), 4u);
   EXPECT_EQ(Get(pool_->wait_count), 4u);
-  EXPECT_EQ(Get(pool_->in_use), 0);
+  EXPECT_EQ(InUse(*pool_), 0);
   EXPECT_EQ(Get(pool_->blocked_now), 0);
   EXPECT_EQ(Get(pool_->elements_total), 2);
   EXPECT_EQ(Allocs(pool_), Get(pool_->frees));

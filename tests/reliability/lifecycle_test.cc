@@ -94,7 +94,7 @@ TEST_F(Lifecycle, ForkStormGivesEveryChildItsOwnSegmentCountingOnlyItsOwnAllocat
     EXPECT_EQ(Get(cp->frees), 2u);
     EXPECT_EQ(Failures(cp), 0u);
     // The element the parent thread held at fork time is the child's own copy, in use forever.
-    EXPECT_LE(Get(cp->in_use), 1);
+    EXPECT_LE(InUse(*cp), 1);
     EXPECT_EQ(mine[0]->uid, geteuid());
   }
   EXPECT_EQ(seen.size(), 24u);
@@ -188,7 +188,7 @@ TEST_F(Lifecycle, SigkillMidAllocationLeavesAnIntactSegmentExportedOnceThenReape
   EXPECT_GE(allocs, static_cast<uint64_t>(reported));
   EXPECT_LE(frees, allocs);
   EXPECT_LE(allocs - frees, 4u) << "at most one element per thread was in flight";
-  EXPECT_EQ(Get(p->in_use), static_cast<int64_t>(allocs - frees));
+  EXPECT_EQ(InUse(*p), static_cast<int64_t>(allocs - frees));
   EXPECT_EQ(Failures(p), 0u);
 
   // The exporter: the dead process is exported at the next scrape, then its file is reaped.

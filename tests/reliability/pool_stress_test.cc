@@ -156,16 +156,16 @@ TEST_F(PoolReliability, SixteenThreadsOnABlockPoolNeverFailNeverDeadlockAndAccou
   EXPECT_EQ(s.fail_fast.load() + s.fail_timeout.load() + s.fail_interrupted.load() +
                 s.fail_source.load(),
             0u);
-  EXPECT_EQ(s.in_use.load(), 0);
-  EXPECT_EQ(s.bytes_in_use.load(), 0);
-  EXPECT_EQ(s.requested_bytes_in_use.load(), 0);
+  EXPECT_EQ(InUse(s), 0);
+  EXPECT_EQ(BytesInUse(s), 0);
+  EXPECT_EQ(RequestedBytesInUse(s), 0);
   EXPECT_EQ(s.blocked_now.load(), 0);
   for (const Counter& w : s.waiter_start_ns) EXPECT_EQ(w.load(), 0u);
   EXPECT_LE(s.high_water.load(), kPages);
   // Every page the source handed out is either held by the pool or was given back.
   EXPECT_EQ(s.source_calls.load() - s.source_failures.load(),
             static_cast<uint64_t>(s.elements_total.load()) + s.source_releases.load());
-  EXPECT_EQ(s.elements_total.load(), s.reserve_level.load());
+  EXPECT_EQ(s.elements_total.load(), ReserveLevel(s));
   EXPECT_GE(s.elements_total.load(), 2);  // never below the reserve
   // Demand (16) was far above the 4 pages: threads waited, and every wait is in the record.
   EXPECT_GT(s.alloc_waited.load(), 0u);
@@ -231,7 +231,7 @@ TEST_F(PoolReliability, SixteenThreadsOnADmaPoolOverABlockMempoolCompleteWithEve
   EXPECT_EQ(info.total_blocks, info.pages * (kHugePage2M / kBlock));
   const PoolStats& ps = pages->stats();
   EXPECT_EQ(ps.fail_fast.load() + ps.fail_timeout.load() + ps.fail_source.load(), 0u);
-  EXPECT_EQ(ps.in_use.load(), 3);
+  EXPECT_EQ(InUse(ps), 3);
   EXPECT_GT(ps.wait_count.load(), 0u) << "32 blocks wanted of 30: some thread must have waited";
   EXPECT_EQ(ps.blocked_now.load(), 0);
 }
@@ -321,7 +321,7 @@ TEST_F(PoolReliability, SignalStormUninterruptibleWaitsKeepWaitingAndComplete) {
   EXPECT_EQ(s.wait_count.load(), 8u);
   EXPECT_GE(s.wait_sum_ns.load(), 8u * 300'000'000u);  // each waited through the storm
   // No corrupted state: nothing in use, nobody waiting, both pages back and usable.
-  EXPECT_EQ(s.in_use.load(), 0);
+  EXPECT_EQ(InUse(s), 0);
   EXPECT_EQ(s.blocked_now.load(), 0);
   EXPECT_EQ(s.elements_total.load(), 2);
   int e = 0;
@@ -350,9 +350,9 @@ TEST_F(PoolReliability, SignalStormInterruptibleWaitsEndWithEintrAndStateStaysWh
   EXPECT_EQ(s.alloc_waited.load(), 0u);
   EXPECT_EQ(s.blocked_now.load(), 0);
   for (const Counter& w : s.waiter_start_ns) EXPECT_EQ(w.load(), 0u);
-  EXPECT_EQ(s.in_use.load(), 0);
+  EXPECT_EQ(InUse(s), 0);
   EXPECT_EQ(s.elements_total.load(), 2);
-  EXPECT_EQ(s.reserve_level.load(), 2);
+  EXPECT_EQ(ReserveLevel(s), 2);
   // Both pages are still there and handed out once each.
   int e = 0;
   void* x = pool->Alloc(kHugePage2M, &e);
