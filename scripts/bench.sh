@@ -41,7 +41,7 @@ under_shim() {  # CONFIG OUT FILTER
     "$b/bench_shim" "${common[@]}" --benchmark_out="$out/$2" --benchmark_filter="$3" >/dev/null
 }
 under_shim hit.toml shim-hit.json '.'
-under_shim hit-nostats.toml shim-nostats.json 'ShimHugeMapTouch'
+under_shim hit-nostats.toml shim-nostats.json 'BM_ShimHugeMapTouch/'
 under_shim zero-none.toml shim-zero-none.json 'Sustained'
 under_shim eager.toml shim-eager.json 'Sustained'
 # Figure 7: the scrape as served (text), one HTTP GET of it, and the MetricFamily path it replaced.
