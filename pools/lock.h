@@ -26,8 +26,9 @@ class ABSL_LOCKABLE FutexLock {
     }
   }
   // For fork: the child has only the forking thread, so whatever state the word was left in by
-  // threads that no longer exist is cleared.
-  void ResetAfterFork() { word_.store(0, std::memory_order_relaxed); }
+  // threads that no longer exist is cleared. Returns whether the lock was held (in a fork child
+  // handler: by a thread the child does not have, in the middle of what the lock guards).
+  bool ResetAfterFork() { return word_.exchange(0, std::memory_order_relaxed) != 0; }
 
  private:
   void LockSlow(uint32_t c) {

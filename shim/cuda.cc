@@ -535,6 +535,22 @@ std::atomic<int> g_built{0};
 FutexLock g_build_mu;
 std::vector<CudaPool*>* g_pools = nullptr;  // by entry index; null where not a CUDA pool
 
+// In a fork child only the forking thread exists: a resolution or a build of the pools that
+// another thread had under way will never finish there, and its lock would stay held for ever
+// (the child's first CUDA call waited on it). A resolution publishes its result last (g_real): the
+// child resolves again. A build half done is not the child's to finish or redo — the pages it had
+// pinned were the parent's free pages, not inherited (MADV_DONTFORK) — so the child's CUDA calls go
+// to the runtime as calls without a pool: timed and counted under the pool's mode.
+void ResetLocksInForkChild() {
+  g_resolve_mu.ResetAfterFork();
+  if (g_build_mu.ResetAfterFork()) {
+    g_pools = nullptr;  // PoolOf finds no pool
+    g_built.store(2, std::memory_order_release);
+  }
+}
+[[maybe_unused]] const bool g_fork_handler =
+    (pthread_atfork(nullptr, nullptr, ResetLocksInForkChild), true);
+
 void Build(Runtime* rt, const Real* real) {
   if (g_built.load(std::memory_order_acquire) == 2) return;
   FutexLockGuard l(&g_build_mu);

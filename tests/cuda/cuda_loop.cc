@@ -7,6 +7,10 @@
 //   foreign             cudaFreeHost / cudaHostGetFlags of a pointer no CUDA call returned
 //   forkstorm FORKS     two threads allocate and free small and large blocks while the main
 //                       thread forks FORKS times; each child allocates and frees, then exits
+//   forkinbuild         a thread makes the process's first CUDA call, which builds the pools and
+//                       pins their reserve (slowly, with CUDART_STANDIN_DELAY_US), while the main
+//                       thread forks once the first page is being pinned; the child allocates
+//                       and frees one block
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -189,6 +193,29 @@ int ForkStorm(int forks) {
       [] { return SmallAndLarge(50); });
 }
 
+// Prints the pins done when the fork came (it must land inside the build) and how the child
+// ended: a child that inherited the build's lock held by the other thread would hang.
+int ForkInBuild() {
+  std::thread first([] {
+    void* p = nullptr;
+    if (cudaHostAlloc(&p, 4096, 0) == 0) cudaFreeHost(p);
+  });
+  // Fork once the build has pinned its first reserve page (each pin takes the stand-in's delay).
+  for (int ms = 0; ms < 5000 && cudart_standin_count("cudaHostRegister") == 0; ++ms) usleep(1000);
+  const unsigned long pins_at_fork = cudart_standin_count("cudaHostRegister");
+  const pid_t pid = fork();
+  if (pid == 0) {
+    void* p = nullptr;
+    _exit(cudaHostAlloc(&p, 4096, 0) == 0 && cudaFreeHost(p) == 0 ? 0 : 1);
+  }
+  using dmashim::testing::ChildEnd;
+  const ChildEnd end = pid < 0 ? ChildEnd::kFailed : dmashim::testing::WaitChildOrKill(pid, 5000);
+  first.join();
+  printf("pins_at_fork=%lu child=%s\n", pins_at_fork,
+         end == ChildEnd::kOk ? "ok" : end == ChildEnd::kHung ? "hung" : "failed");
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -205,8 +232,9 @@ int main(int argc, char** argv) {
   if (mode == "register" && argc == 3) return Register(strtoull(argv[2], nullptr, 10));
   if (mode == "foreign") return Foreign();
   if (mode == "forkstorm" && argc == 3) return ForkStorm(atoi(argv[2]));
+  if (mode == "forkinbuild") return ForkInBuild();
   fprintf(stderr,
           "usage: cuda_loop loop N | hold N SIZE FLAGS [keep] | register SIZE | foreign | "
-          "forkstorm FORKS\n");
+          "forkstorm FORKS | forkinbuild\n");
   return 2;
 }

@@ -243,5 +243,21 @@ TEST_F(CudaTest, ForkWhileOtherThreadsAllocateLeavesTheChildAbleToAllocate) {
   EXPECT_EQ(r.kv["failed"], "0");
 }
 
+// The pools are built, and their reserve pinned, at the first CUDA call, under a lock. A fork
+// while another thread is in there used to leave that lock held in the child, whose own first
+// CUDA call then waited for ever; the child now builds its pools afresh.
+TEST_F(CudaTest, ForkDuringThePoolsBuildLeavesTheChildAbleToAllocate) {
+  constexpr char kSlowReserve[] = R"(
+[pool.gpu-staging]
+match   = { call = "cuda" }
+reserve = 10
+)";
+  RunResult r = Run(true, {"forkinbuild"}, kSlowReserve, {{"CUDART_STANDIN_DELAY_US", "20000"}});
+  const uint64_t pins = U(r, "pins_at_fork");
+  EXPECT_GE(pins, 1u) << "the fork came before the build began: " << r.out << r.err;
+  EXPECT_LT(pins, 10u) << "the fork came after the build ended: " << r.out << r.err;
+  EXPECT_EQ(r.kv["child"], "ok") << r.out << r.err;
+}
+
 }  // namespace
 }  // namespace dmashim::testing
