@@ -138,6 +138,13 @@ def main(directory):
             fmt_ns(statistics.median(counter(directory, "pools.json", "BM_HitPathTelemetry", "on_ns"))),
             fmt_ns(statistics.median(counter(directory, "pools.json", "BM_HitPathTelemetry", "off_ns"))),
             f"{r:.3f}x", "<= 1.05x", r <= 1.05)
+    ratio = counter(directory, "pools.json", "BM_PollingHitPathTelemetry", "ratio")
+    if ratio:
+        r = statistics.median(ratio)
+        row("   same, the thread polling between batches instead of sleeping",
+            fmt_ns(statistics.median(counter(directory, "pools.json", "BM_PollingHitPathTelemetry", "on_ns"))),
+            fmt_ns(statistics.median(counter(directory, "pools.json", "BM_PollingHitPathTelemetry", "off_ns"))),
+            f"{r:.3f}x", "", None)
     on, off = find(hit, "BM_ShimHugeMapTouch"), find(nostats, "BM_ShimHugeMapTouch")
     if on and off:
         r = pairwise(on, off, lambda a, b: a / b)
