@@ -196,6 +196,38 @@ TEST_F(MempoolRegion, ReserveIsNotToppedUpIntoARangeJustReleased) {
       << "the reserve was never topped up again";
 }
 
+// A range over an element the maintenance thread is zeroing in the background waits for that
+// zeroing to end: unmapped under it, the zeroing would fault, or write into what the caller maps at
+// the address next. Here the caller maps the address again at once, fills it and looks again a
+// millisecond later; the pause before the range moves it over the zeroing from round to round.
+TEST_F(MempoolRegion, ARangeOverAnElementBeingZeroedWaitsForTheZeroing) {
+  auto o = HugeOptions("region-zeroing", 1, Mode::kFailFast);
+  o.zero = ZeroMode::kBackground;
+  auto pool = MakePool(o);
+  ASSERT_NE(pool, nullptr);
+  ASSERT_EQ(pool->Prefill(), 1u);
+  constexpr uint64_t kPattern = 0xabababababababab;
+  for (int round = 0; round < 60; ++round) {
+    int err = 0;
+    auto* p = static_cast<char*>(pool->AllocRegion(k2M, FailFast(), &err));
+    ASSERT_NE(p, nullptr) << strerror(err);
+    p[0] = 1;
+    ASSERT_TRUE(pool->FreeRegion(p, k2M));  // dirty: the maintenance thread zeroes it now
+    if (round % 6 != 0) usleep(round % 6 * 8);
+    ASSERT_EQ(pool->ReleaseRange(p, k2M).evicted, 1u) << "round " << round;
+    void* q = mmap(p, k2M, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB | MAP_FIXED_NOREPLACE, -1, 0);
+    ASSERT_EQ(q, static_cast<void*>(p)) << strerror(errno) << ", round " << round;
+    auto* w = static_cast<uint64_t*>(q);
+    for (size_t i = 0; i < k2M / 8; ++i) w[i] = kPattern;
+    usleep(1000);
+    size_t changed = 0;
+    for (size_t i = 0; i < k2M / 8; ++i) changed += w[i] != kPattern;
+    EXPECT_EQ(changed, 0u) << "words overwritten after the range returned, round " << round;
+    ASSERT_EQ(munmap(q, k2M), 0);
+  }
+}
+
 TEST_F(MempoolRegion, ARegionWhoseProtectionChangedComesBackReadWrite) {
   auto o = HugeOptions("region-prot", 1, Mode::kFailFast);
   o.zero = ZeroMode::kEager;  // zeroing writes the element: a read-only one would fault
