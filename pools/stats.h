@@ -111,13 +111,14 @@ inline uint64_t Bits(const Gauge& g, std::memory_order order = std::memory_order
 // from its free list in alloc_reserve and every one it takes back in frees, and use_base holds the
 // rest (elements from the source or after a wait, regions forgotten; alloc_source and alloc_waited
 // also count calls the shim passed to the kernel, which are not the pool's elements). The frees
-// are read before the allocations: a reader racing the pool sees at most the allocations made
-// meanwhile, never a negative count.
+// are read before the allocations, so a reader racing the pool sees at most the allocations made
+// meanwhile; a derived count below zero (a damaged record) reads as zero.
 inline int64_t InUse(const PoolStats& s) {
   if ((s.flags & kStatsDerivedUse) == 0) return s.in_use.load(std::memory_order_relaxed);
   const uint64_t frees = s.frees.load(std::memory_order_acquire);
   const uint64_t allocs = s.alloc_reserve.load(std::memory_order_acquire);
-  return Wrap(Bits(s.use_base, std::memory_order_acquire) + allocs - frees);
+  const int64_t n = Wrap(Bits(s.use_base, std::memory_order_acquire) + allocs - frees);
+  return n > 0 ? n : 0;
 }
 
 inline int64_t BytesInUse(const PoolStats& s) {
@@ -132,10 +133,13 @@ inline int64_t RequestedBytesInUse(const PoolStats& s) {
   return Wrap(static_cast<uint64_t>(BytesInUse(s)) - Bits(s.waste_bytes));
 }
 
-// Free elements held: zeroed, waiting to be zeroed, or being zeroed.
+// Free elements held: zeroed, waiting to be zeroed, or being zeroed. Derived, it is read in two
+// parts (elements_total, then InUse) that a pool mapping a new element for a caller moves
+// together: a reader between them could find one more in use than held, which reads as zero free.
 inline int64_t ReserveLevel(const PoolStats& s) {
   if ((s.flags & kStatsDerivedUse) == 0) return s.reserve_level.load(std::memory_order_relaxed);
-  return Wrap(Bits(s.elements_total) - static_cast<uint64_t>(InUse(s)));
+  const int64_t n = Wrap(Bits(s.elements_total) - static_cast<uint64_t>(InUse(s)));
+  return n > 0 ? n : 0;
 }
 
 // Index of the histogram bucket for a wait of `ns` nanoseconds.

@@ -742,6 +742,37 @@ TEST_F(MempoolStatsRecord, InUseStaysExactWhenCountsAreNotThePoolsElements) {
   EXPECT_GE(ReserveLevel(s), 1);
 }
 
+// The readers' side of a derived record (what the exporter reads from a segment): the figures
+// follow from the counters, and a record whose counts are inconsistent — a reader between two
+// stores of the pool, or a damaged file — gives no negative element count.
+TEST(PoolStatsDerived, FiguresFollowTheCountersAndNeverReadNegative) {
+  auto s = std::make_unique<PoolStats>();
+  InitPoolStats(s.get(), "derived", PoolKind::kMempool, 0, k2M);
+  s->flags = kStatsDerivedUse;
+  s->elements_total = 5;
+  s->use_base = 2;  // two from the source
+  s->alloc_reserve = 7;
+  s->frees = 6;
+  s->waste_bytes = 4096;
+  EXPECT_EQ(InUse(*s), 3);
+  EXPECT_EQ(BytesInUse(*s), static_cast<int64_t>(3 * k2M));
+  EXPECT_EQ(RequestedBytesInUse(*s), static_cast<int64_t>(3 * k2M - 4096));
+  EXPECT_EQ(ReserveLevel(*s), 2);
+  s->in_use = 99;  // the stored fields are not what a derived record means
+  s->reserve_level = 99;
+  EXPECT_EQ(InUse(*s), 3);
+  EXPECT_EQ(ReserveLevel(*s), 2);
+  s->frees = 10;  // more frees than allocations
+  EXPECT_EQ(InUse(*s), 0);
+  EXPECT_EQ(ReserveLevel(*s), 5);
+  s->frees = 6;
+  s->elements_total = 2;  // fewer held than in use
+  EXPECT_EQ(ReserveLevel(*s), 0);
+  s->flags = 0;  // a record that keeps its figures itself
+  EXPECT_EQ(InUse(*s), 99);
+  EXPECT_EQ(ReserveLevel(*s), 99);
+}
+
 TEST(MempoolOptionsTest, CreateRejectsBadOptionsNamingThem) {
   auto bad = [](MempoolOptions o, const char* word) {
     auto r = Mempool::Create(std::move(o));
