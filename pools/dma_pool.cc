@@ -88,6 +88,7 @@ std::atomic<uint64_t> g_next_pool_id{1};
 // Orders a thread's exit against its pools' destruction. Taken before a pool's lock (DetachCache),
 // so it is held across fork ahead of the pools' locks (pools/maintenance.h).
 FutexLock g_cache_mu;
+std::atomic<bool> g_cache_mu_held{false};  // registered with HoldAcrossFork
 }  // namespace
 
 // The calling thread's caches, one slot per pool it uses (up to kSlots; more pools go without).
@@ -126,9 +127,10 @@ DmaPool::DmaPool(DmaPoolOptions options, Mempool* pages, PoolStats* stats, size_
       stats_(stats ? stats : &own_stats_) {
   InitPoolStats(stats_, options_.name.c_str(), PoolKind::kDmaPool,
                 static_cast<uint32_t>(pages_->policy().mode), block_size_);
-  static const bool cache_lock_held_across_fork =
-      (HoldAcrossFork(&g_cache_mu, ForkLockOrder::kOuter), true);
-  (void)cache_lock_held_across_fork;
+  if (!g_cache_mu_held.load(std::memory_order_acquire)) {
+    HoldAcrossFork(&g_cache_mu, ForkLockOrder::kOuter);  // once in effect (see maintenance.h)
+    g_cache_mu_held.store(true, std::memory_order_release);
+  }
   RegisterDmaPool(this);
 }
 

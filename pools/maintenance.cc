@@ -167,7 +167,8 @@ void HoldAcrossFork(FutexLock* lock, ForkLockOrder order) {
   InstallForkHandlers();
   Registry& r = Reg();
   absl::MutexLock l(&r.mu);
-  (order == ForkLockOrder::kOuter ? r.outer_locks : r.leaf_locks).push_back(lock);
+  std::vector<FutexLock*>& locks = order == ForkLockOrder::kOuter ? r.outer_locks : r.leaf_locks;
+  if (std::find(locks.begin(), locks.end(), lock) == locks.end()) locks.push_back(lock);
 }
 
 void RegisterPool(Mempool* pool) {

@@ -55,8 +55,11 @@ uint64_t MaintenanceSpinNs();
 // pool, registry or other registered lock is taken while it is held (the CUDA block cache, the
 // RDMA registration table). The regions the shim hands out live in the Mempools' element tables.
 enum class ForkLockOrder { kOuter, kLeaf };
-// Registers `lock` for the rest of the process (it must never be destroyed). Takes the registry
-// lock: never call it with a pool lock or a registered lock held. In a fork child the handlers run
+// Registers `lock` for the rest of the process (it must never be destroyed); registering it again
+// does nothing. Takes the registry lock: never call it with a pool lock or a registered lock held.
+// Not from a function-local static's initializer: a fork while it waits for the registry lock
+// (which the fork's handlers hold) would leave that initialization in progress in the child, and
+// the child's first caller waiting on it for ever. In a fork child the handlers run
 // after those registered with pthread_atfork before the first call here or to RegisterPool.
 void HoldAcrossFork(FutexLock* lock, ForkLockOrder order);
 

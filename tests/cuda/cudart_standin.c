@@ -38,6 +38,27 @@ static size_t g_pinned;
 static unsigned long g_host_alloc, g_free_host, g_register, g_unregister, g_get_flags,
     g_failures;
 
+/* fork: the table is process memory, so a child inherits it, but not the memory of ranges the
+ * parent had marked MADV_DONTFORK (a pool's free pages): their registrations are dropped in the
+ * child, whose own mappings may reuse those addresses. The lock is taken across fork. */
+static void ForkPrepare(void) { pthread_mutex_lock(&g_mu); }
+static void ForkParent(void) { pthread_mutex_unlock(&g_mu); }
+static void ForkChild(void) {
+  for (size_t i = 0; i < kMaxRanges; ++i) {
+    struct Range* r = &g_ranges[i];
+    if (r->kind == 0) continue;
+    const uintptr_t lo = r->addr & ~(uintptr_t)4095;
+    if (msync((void*)lo, r->addr + r->len - lo, MS_ASYNC) != 0 && errno == ENOMEM) {
+      g_pinned -= r->len;
+      r->kind = 0;
+    }
+  }
+  pthread_mutex_unlock(&g_mu);
+}
+__attribute__((constructor)) static void InstallForkHandlers(void) {
+  pthread_atfork(ForkPrepare, ForkParent, ForkChild);
+}
+
 static size_t PageUp(size_t n) { return (n + 4095) & ~(size_t)4095; }
 
 static void Delay(void) {
