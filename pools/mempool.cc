@@ -48,10 +48,7 @@ Mempool::Mempool(MempoolOptions options, PoolStats* stats, const SysCalls* sys)
       page_size_(SourcePageSize(options_.source.kind)),
       stats_(stats ? stats : &own_stats_),
       reserve_(options_.reserve) {
-  InitPoolStats(stats_, options_.name.c_str(), PoolKind::kMempool,
-                static_cast<uint32_t>(options_.policy.mode), options_.element_size);
-  stats_->flags = kStatsDerivedUse;
-  stats_->reserve_target.store(static_cast<int64_t>(reserve_), std::memory_order_relaxed);
+  InitRecord(stats_);
   // Room for the reserve and as many again in use, made here on the thread that creates the pool:
   // the maintenance thread then refills the reserve without allocating. Its first malloc would
   // give it a glibc arena of its own — 64 MiB of address space, which counts against
@@ -83,6 +80,13 @@ size_t Mempool::keep() const {
 size_t Mempool::free_zeroed() const {
   FutexLockGuard l(&mu_);
   return clean_.size();
+}
+
+void Mempool::InitRecord(PoolStats* s) const {
+  InitPoolStats(s, options_.name.c_str(), PoolKind::kMempool,
+                static_cast<uint32_t>(options_.policy.mode), options_.element_size);
+  s->flags = kStatsDerivedUse;
+  s->reserve_target.store(static_cast<int64_t>(reserve_), std::memory_order_relaxed);
 }
 
 void Mempool::PublishLocked() {
@@ -581,10 +585,6 @@ size_t Mempool::ForgetRegions(const void* addr, size_t len) {
   return ReleaseRangeImpl(addr, len, /*forget=*/true, /*evict=*/false).forgotten;
 }
 
-size_t Mempool::EvictFree(const void* addr, size_t len) {
-  return ReleaseRangeImpl(addr, len, /*forget=*/false, /*evict=*/true).evicted;
-}
-
 RangeReleased Mempool::ReleaseRange(const void* addr, size_t len) {
   return ReleaseRangeImpl(addr, len, /*forget=*/true, /*evict=*/true);
 }
@@ -793,10 +793,7 @@ void Mempool::ForkChild() {
 
 void Mempool::RebindStats(PoolStats* stats) {
   FutexLockGuard l(&mu_);
-  InitPoolStats(stats, options_.name.c_str(), PoolKind::kMempool,
-                static_cast<uint32_t>(options_.policy.mode), options_.element_size);
-  stats->flags = kStatsDerivedUse;
-  stats->reserve_target.store(static_cast<int64_t>(reserve_), std::memory_order_relaxed);
+  InitRecord(stats);
   stats_ = stats;
   high_water_ = 0;  // the new record holds none of the figures yet
   waste_ = 0;

@@ -147,8 +147,9 @@ class Mempool {
   // Stops tracking every region in use that overlaps [addr, addr+len) — a partial munmap, mremap,
   // madvise or MAP_FIXED over it: the caller's call takes the memory. Returns how many.
   size_t ForgetRegions(const void* addr, size_t len);
-  // ForgetRegions and EvictFree of the same range, in one pass over the elements under one lock
-  // acquisition: what an interposer does before the real call on a range it does not own.
+  // ForgetRegions of the range, and every free element overlapping it unmapped so the caller can
+  // map there (MAP_FIXED over a pooled-but-free element), in one pass over the elements under one
+  // lock acquisition: what an interposer does before the real call on a range it does not own.
   RangeReleased ReleaseRange(const void* addr, size_t len);
   // The application changed the protection of the regions overlapping [addr, addr+len): each is
   // made read-write again when it comes back.
@@ -160,9 +161,6 @@ class Mempool {
   // The caller took ownership of an in-use element (partial munmap, mremap): the pool stops
   // tracking it and does not unmap it. The reserve is refilled later. Returns false if unknown.
   bool Forget(void* element);
-  // Unmaps every free element overlapping [addr, addr+len) so the caller can map there (MAP_FIXED
-  // over a pooled-but-free element). Returns how many were evicted.
-  size_t EvictFree(const void* addr, size_t len);
   // Hands up to `count` free elements back to the kernel so a call the pool cannot serve itself can
   // be retried with their pages (release-and-retry). Returns how many were released.
   size_t ReleaseFree(size_t count);
@@ -212,6 +210,8 @@ class Mempool {
   };
 
   Mempool(MempoolOptions options, PoolStats* stats, const SysCalls* sys);
+  // Sets up `s` as this pool's record: identity, derived use gauges, the reserve target.
+  void InitRecord(PoolStats* s) const;
 
   // How an element taken from the free list becomes ready: as it is (clean), zeroed by the taker
   // as the pool's zeroing job (dirty) or alone (another element is the job), or by joining the

@@ -86,7 +86,8 @@ struct alignas(64) PoolStats {
   // kStatsDerivedUse — a Mempool's record — the pool's hit and free paths write only their counter:
   // in_use, bytes_in_use, requested_bytes_in_use and reserve_level above stay 0 and readers derive
   // them (InUse, BytesInUse, RequestedBytesInUse, ReserveLevel below) from alloc_reserve, frees,
-  // use_base and waste_bytes, which the pool keeps exact at every instant it lets go of its lock. Without it (DmaPool, the CUDA caching pool) the four fields hold the values themselves.
+  // use_base and waste_bytes, which the pool keeps exact at every instant it lets go of its lock.
+  // Without it (DmaPool, the CUDA caching pool) the four fields hold the values themselves.
   uint32_t flags;
   uint32_t reserved0;
   Gauge use_base;     // in_use − (alloc_reserve − frees)
