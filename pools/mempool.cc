@@ -110,6 +110,15 @@ void Mempool::PauseLocked() {
   mu_.Lock();
 }
 
+// A hint: never faults, whatever `p` points at.
+static inline void PrefetchForWrite(const void* p) {
+#if defined(__x86_64__)
+  asm volatile("prefetchw %0" : : "m"(*static_cast<const char*>(p)));
+#else
+  __builtin_prefetch(p, 1, 3);
+#endif
+}
+
 void Mempool::Zero(void* p) const { memset(p, 0, options_.element_size); }
 
 void* Mempool::PopAnyFreeLocked() {
@@ -139,6 +148,16 @@ void* Mempool::TryFreeListLocked(size_t requested, bool region, Ready* how) {
   if (!clean_.empty()) {
     p = clean_.back();
     clean_.pop_back();
+    // The element's first line and its table entry were last written by the maintenance thread
+    // (it zeroed and listed the element), on another core: a first touch there is a cross-core
+    // transfer of ≈ 55 ns, most of a hit. Ask for this element's line now (it overlaps the rest
+    // of the map) and for the next element's line and entry, which the next hit then finds here
+    // — as the kernel zeroes the faulting subpage of a huge page last to leave it cache-hot.
+    PrefetchForWrite(p);
+    if (!clean_.empty()) {
+      PrefetchForWrite(clean_.back());
+      elements_.prefetch(reinterpret_cast<uintptr_t>(clean_.back()));
+    }
   } else if (job_.element != nullptr && job_.free_element) {
     // An element another thread is zeroing after its free: taking it and helping finish it is
     // faster than zeroing one from scratch, and far faster than mapping a new page. Its zeroer's
@@ -514,7 +533,10 @@ bool Mempool::FreeImpl(void* element, bool region) {
     } else if (options_.zero == ZeroMode::kBackground && waiters_ == 0) {
       it->second.state = State::kFree;
       dirty_.push_back(element);
-      then = Then::kWakeMaintenance;
+      // One kick per run of frees: with dirty elements already listed, the maintenance thread was
+      // kicked for the first of them after it last found the list empty, and it takes elements
+      // until the list is empty again before it sleeps.
+      if (dirty_.size() == 1) then = Then::kWakeMaintenance;
     } else {
       it->second.state = State::kZeroing;  // eager, or a waiter needs it now
       posted = PostJobLocked(element, /*free_element=*/true);

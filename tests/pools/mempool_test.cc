@@ -389,6 +389,36 @@ TEST_F(MempoolZero, RecycledElementsAreZeroedAheadOfTimeInBackgroundMode) {
   EXPECT_EQ(MaintenanceThreadsRunning(), 1) << "one maintenance thread, however many frees";
 }
 
+// A run of background frees kicks the maintenance thread once (the first onto an empty dirty list:
+// a kick per free cost every hit's unmap a locked add): the thread, woken from its sleep by that
+// kick, zeroes the whole run without another. A lost wake-up would leave the run to the thread's
+// 100 ms tick, so each round must finish well inside it.
+TEST_F(MempoolZero, ARunOfFreesIsZeroedAfterOneKickFromASleepingThread) {
+  constexpr int kRun = 4;
+  auto pool = ZeroPool("zero-run", kRun, Mode::kFailFast, ZeroMode::kBackground);
+  ASSERT_NE(pool, nullptr);
+  ASSERT_EQ(pool->Prefill(), size_t{kRun});
+  for (int round = 0; round < 3; ++round) {
+    void* held[kRun];
+    int err = 0;
+    for (void*& p : held) {
+      p = pool->Alloc(k2M, &err);
+      ASSERT_NE(p, nullptr) << strerror(err);
+      memset(p, 0x42 + round, k2M);
+    }
+    // Past the thread's 200 ms of polling after its last work: it sleeps until kicked.
+    usleep(350'000);
+    const uint64_t t0 = MonotonicNs();
+    for (void* p : held) ASSERT_TRUE(pool->Free(p));
+    ASSERT_TRUE(WaitFor([&] { return pool->free_zeroed() == kRun; }, 2000))
+        << "round " << round << ": the run was not zeroed";
+    const uint64_t took_ms = (MonotonicNs() - t0) / 1'000'000;
+    EXPECT_LT(took_ms, 60u) << "round " << round << ": zeroed only after " << took_ms
+                            << " ms (the thread's tick, not a kick?)";
+    for (void* p : held) EXPECT_TRUE(AllZero(p, k2M)) << "round " << round;
+  }
+}
+
 // Eager zeroing of a freed 2 MiB element is shared with the maintenance thread (DESIGN §8, the
 // sustained cycle): the freeing thread asks it to help and both zero 64 KiB chunks. Every byte is
 // still zero when Free returns, whichever core wrote it.
