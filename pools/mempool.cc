@@ -110,6 +110,10 @@ void Mempool::PauseLocked() {
   mu_.Lock();
 }
 
+// How many clean elements ahead a hit prefetches (measured: 1 ahead left half of the remote touch
+// exposed, 4 ahead hid it; a remote line takes longer than one hit to arrive).
+constexpr size_t kPrefetchAhead = 4;
+
 // A hint: never faults, whatever `p` points at.
 static inline void PrefetchForWrite(const void* p) {
 #if defined(__x86_64__)
@@ -148,16 +152,14 @@ void* Mempool::TryFreeListLocked(size_t requested, bool region, Ready* how) {
   if (!clean_.empty()) {
     p = clean_.back();
     clean_.pop_back();
-    // The element's first line and its table entry were last written by the maintenance thread
-    // (it zeroed and listed the element), on another core: a first touch there is a cross-core
-    // transfer of ≈ 55 ns, most of a hit. Ask for this element's line now (it overlaps the rest
-    // of the map) and for the next element's line and entry, which the next hit then finds here
-    // — as the kernel zeroes the faulting subpage of a huge page last to leave it cache-hot.
+    // The element's first line was last written by the maintenance thread, which zeroed it on
+    // another core: a first touch there is a cross-core transfer (≈ 55 ns here, most of a hit).
+    // Ask for it now, to overlap the rest of the map, and for the next few clean elements'
+    // first lines, which the next hits then find in this core's cache — as the kernel zeroes the
+    // faulting subpage of a huge page last, to leave it cache-hot.
     PrefetchForWrite(p);
-    if (!clean_.empty()) {
-      PrefetchForWrite(clean_.back());
-      elements_.prefetch(reinterpret_cast<uintptr_t>(clean_.back()));
-    }
+    const size_t n = clean_.size();
+    for (size_t i = 1; i <= kPrefetchAhead && i <= n; ++i) PrefetchForWrite(clean_[n - i]);
   } else if (job_.element != nullptr && job_.free_element) {
     // An element another thread is zeroing after its free: taking it and helping finish it is
     // faster than zeroing one from scratch, and far faster than mapping a new page. Its zeroer's
