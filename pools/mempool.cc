@@ -815,6 +815,13 @@ void Mempool::ForkChild() {
   mu_.Unlock();
 }
 
+void Mempool::SetRecordStats(bool on) {
+  FutexLockGuard l(&mu_);
+  if (options_.record_stats == on) return;
+  options_.record_stats = on;
+  if (on) PublishUseLocked();  // the hand-outs and frees made while off, folded into use_base
+}
+
 void Mempool::RebindStats(PoolStats* stats) {
   FutexLockGuard l(&mu_);
   InitRecord(stats);

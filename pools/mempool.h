@@ -181,6 +181,10 @@ class Mempool {
 
   // Points the pool at another stats record (e.g. a fork child's new segment), copying the gauges.
   void RebindStats(PoolStats* stats);
+  // Turns the hit and free paths' counting on or off at run time (MempoolOptions::record_stats),
+  // for benchmarks that compare the two on the same pool. Turned back on, the use gauges are exact
+  // again at once; the hits and frees made while off are not counted.
+  void SetRecordStats(bool on);
 
   const std::string& name() const { return options_.name; }
   size_t element_size() const { return options_.element_size; }

@@ -746,6 +746,43 @@ TEST_F(MempoolStatsRecord, HitAndFreeWriteOnlyTheirCounter) {
 // pool gave its free elements back (counted in alloc_reserve, no element handed out), and the
 // shim's own counting of calls it passed to the kernel (alloc_source, alloc_waited, frees of
 // those are not counted). Elements from the source and after a wait count in use.
+// Counting turned off and on again at run time (benchmarks compare both on one pool): while off,
+// hits and frees leave the counters alone; back on, the use gauges are exact at once.
+TEST_F(MempoolStatsRecord, CountingTurnedOffAndOnKeepsTheUseGaugesExact) {
+  auto o = HugeOptions("record-toggle", 3, Mode::kFailFast);
+  o.zero = ZeroMode::kNone;
+  auto pool = MakePool(o);
+  ASSERT_NE(pool, nullptr);
+  ASSERT_EQ(pool->Prefill(), 3u);
+  const PoolStats& s = pool->stats();
+  int err = 0;
+  void* a = pool->Alloc(k2M, &err);
+  ASSERT_NE(a, nullptr) << strerror(err);
+  const uint64_t hits = s.alloc_reserve.load();
+  const uint64_t frees = s.frees.load();
+
+  pool->SetRecordStats(false);
+  void* b = pool->Alloc(k2M, &err);
+  ASSERT_NE(b, nullptr) << strerror(err);
+  void* c = pool->Alloc(k2M, &err);
+  ASSERT_NE(c, nullptr) << strerror(err);
+  ASSERT_TRUE(pool->Free(c));
+  EXPECT_EQ(s.alloc_reserve.load(), hits) << "counted a hit while off";
+  EXPECT_EQ(s.frees.load(), frees) << "counted a free while off";
+
+  pool->SetRecordStats(true);
+  EXPECT_EQ(InUse(s), 2) << "a and b are in use";
+  EXPECT_EQ(ReserveLevel(s), 1);
+  void* d = pool->Alloc(k2M, &err);
+  ASSERT_NE(d, nullptr) << strerror(err);
+  EXPECT_EQ(s.alloc_reserve.load(), hits + 1);
+  EXPECT_EQ(InUse(s), 3);
+  for (void* p : {a, b, d}) ASSERT_TRUE(pool->Free(p));
+  EXPECT_EQ(s.frees.load(), frees + 3);
+  EXPECT_EQ(InUse(s), 0);
+  EXPECT_EQ(ReserveLevel(s), 3);
+}
+
 TEST_F(MempoolStatsRecord, InUseStaysExactWhenCountsAreNotThePoolsElements) {
   auto o = HugeOptions("count-only", 1, Mode::kFailFast);
   o.zero = ZeroMode::kNone;
