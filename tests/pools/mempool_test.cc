@@ -694,11 +694,8 @@ void Snapshot(const PoolStats& s, PoolStats* into) {
 // else in the record, a free writes frees and nothing else, and the readers still see the element
 // in use and the reserve level move (in_use, bytes_in_use, reserve_level are derived from them).
 TEST_F(MempoolStatsRecord, HitAndFreeWriteOnlyTheirCounter) {
-  auto o = HugeOptions("hit-record", 2, Mode::kFailFast);
-  o.zero = ZeroMode::kNone;  // no maintenance thread writing meanwhile
-  auto pool = MakePool(o);
+  auto pool = FilledPool("hit-record", 2, ZeroMode::kNone);  // no maintenance thread writing meanwhile
   ASSERT_NE(pool, nullptr);
-  ASSERT_EQ(pool->Prefill(), 2u);
   const PoolStats& s = pool->stats();
   int err = 0;
   ASSERT_TRUE(pool->Free(pool->Alloc(k2M, &err)));  // the high-water mark is 1 from here
@@ -749,11 +746,8 @@ TEST_F(MempoolStatsRecord, HitAndFreeWriteOnlyTheirCounter) {
 // Counting turned off and on again at run time (benchmarks compare both on one pool): while off,
 // hits and frees leave the counters alone; back on, the use gauges are exact at once.
 TEST_F(MempoolStatsRecord, CountingTurnedOffAndOnKeepsTheUseGaugesExact) {
-  auto o = HugeOptions("record-toggle", 3, Mode::kFailFast);
-  o.zero = ZeroMode::kNone;
-  auto pool = MakePool(o);
+  auto pool = FilledPool("record-toggle", 3, ZeroMode::kNone);
   ASSERT_NE(pool, nullptr);
-  ASSERT_EQ(pool->Prefill(), 3u);
   const PoolStats& s = pool->stats();
   int err = 0;
   void* a = pool->Alloc(k2M, &err);
@@ -784,11 +778,8 @@ TEST_F(MempoolStatsRecord, CountingTurnedOffAndOnKeepsTheUseGaugesExact) {
 }
 
 TEST_F(MempoolStatsRecord, InUseStaysExactWhenCountsAreNotThePoolsElements) {
-  auto o = HugeOptions("count-only", 1, Mode::kFailFast);
-  o.zero = ZeroMode::kNone;
-  auto pool = MakePool(o);
+  auto pool = FilledPool("count-only", 1, ZeroMode::kNone);
   ASSERT_NE(pool, nullptr);
-  ASSERT_EQ(pool->Prefill(), 1u);
   PoolStats& s = *pool->mutable_stats();
   int err = 0;
   void* a = pool->Alloc(k2M, &err);  // from the reserve

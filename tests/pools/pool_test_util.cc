@@ -70,6 +70,16 @@ MempoolOptions HugeOptions(const char* name, size_t reserve, Mode mode) {
   return o;
 }
 
+std::unique_ptr<Mempool> FilledPool(const char* name, size_t reserve, ZeroMode zero) {
+  auto o = HugeOptions(name, reserve, Mode::kFailFast);
+  o.zero = zero;
+  auto pool = MakePool(o);
+  if (pool == nullptr) return nullptr;
+  const size_t held = pool->Prefill();
+  EXPECT_EQ(held, reserve) << name << ": filled only " << held;
+  return held == reserve ? std::move(pool) : nullptr;
+}
+
 // Word by word through memcpy: a DmaPool block may be only 4-byte aligned (UBSan).
 void FillPattern(void* p, size_t len, uint64_t seed) {
   auto* b = static_cast<unsigned char*>(p);

@@ -31,6 +31,9 @@ const SysCalls* FaultySysCalls();
 // A 2 MiB huge-page mempool over the fault-injecting table; fails the test when Create fails.
 std::unique_ptr<Mempool> MakePool(MempoolOptions o, const SysCalls* sys = FaultySysCalls());
 MempoolOptions HugeOptions(const char* name, size_t reserve, Mode mode);
+// A fail-fast pool of `reserve` 2 MiB elements zeroed per `zero`, filled: nullptr (the test failed)
+// when it cannot be created or filled.
+std::unique_ptr<Mempool> FilledPool(const char* name, size_t reserve, ZeroMode zero);
 
 // Fills `p` (`len` bytes) with a pattern derived from `seed` / checks it.
 void FillPattern(void* p, size_t len, uint64_t seed);

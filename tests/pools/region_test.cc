@@ -201,11 +201,8 @@ TEST_F(MempoolRegion, ReserveIsNotToppedUpIntoARangeJustReleased) {
 // the address next. Here the caller maps the address again at once, fills it and looks again a
 // millisecond later; the pause before the range moves it over the zeroing from round to round.
 TEST_F(MempoolRegion, ARangeOverAnElementBeingZeroedWaitsForTheZeroing) {
-  auto o = HugeOptions("region-zeroing", 1, Mode::kFailFast);
-  o.zero = ZeroMode::kBackground;
-  auto pool = MakePool(o);
+  auto pool = FilledPool("region-zeroing", 1, ZeroMode::kBackground);
   ASSERT_NE(pool, nullptr);
-  ASSERT_EQ(pool->Prefill(), 1u);
   constexpr uint64_t kPattern = 0xabababababababab;
   for (int round = 0; round < 60; ++round) {
     int err = 0;
