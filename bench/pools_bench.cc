@@ -90,12 +90,18 @@ uint64_t NowNs() {
   return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
 }
 
+// The middle value (the upper one of an even count); reorders `v`. 0 when empty.
+double Median(std::vector<double>* v) {
+  if (v->empty()) return 0;
+  std::nth_element(v->begin(), v->begin() + v->size() / 2, v->end());
+  return (*v)[v->size() / 2];
+}
+
 // Wake-ups on a shared 2-core VM have rare multi-millisecond outliers (the scheduler, not the
 // code); the median of each run is reported beside the mean and is what the table compares.
 void ReportMedian(benchmark::State& state, std::vector<double>* lat) {
   if (lat->empty()) return;
-  std::nth_element(lat->begin(), lat->begin() + lat->size() / 2, lat->end());
-  state.counters["median_ns"] = (*lat)[lat->size() / 2];
+  state.counters["median_ns"] = Median(lat);
 }
 
 void BM_MempoolWakeUp(benchmark::State& state) {
@@ -208,7 +214,8 @@ void HitLoop(benchmark::State& state, bool record) {
 // not (their hit times differ by up to 40 % on this VM from one process to the next). Two pools
 // trade roles every other pair (crossover): a pool's own speed (its pages, where its data landed)
 // moves a pair's ratio by up to ±5 % on this VM, and each pool is the counting one in half the
-// pairs, so that cancels out. Reports each side's median batch and the median of the pairs' ratios.
+// pairs, so that cancels out. Reports each side's median batch and the median of the ratios of
+// blocks of four pairs (below).
 void HitPathTelemetry(benchmark::State& state, bool poll) {
   constexpr int kBatch = 32;
   constexpr size_t k2M = size_t{2} << 20;
@@ -258,7 +265,7 @@ void HitPathTelemetry(benchmark::State& state, bool poll) {
   }
   // The ratio of a block of four pairs, in which each pool counts twice and each side has the warm
   // seat twice: a single pair's ratio is bimodal (the seat moves a batch by 10–15 %), and a median
-  // over such pairs swings with the mixture (it read 0.96–1.16 on this VM in one session).
+  // over such pairs swings with the mixture (it read 0.96–1.20 on this VM in one session).
   std::vector<double> block_ratio;
   for (size_t i = 0; i + 4 <= t_on.size(); i += 4) {
     double on_sum = 0, off_sum = 0;
@@ -268,15 +275,11 @@ void HitPathTelemetry(benchmark::State& state, bool poll) {
     }
     block_ratio.push_back(on_sum / off_sum);
   }
-  auto median = [](std::vector<double>* v) {
-    std::nth_element(v->begin(), v->begin() + v->size() / 2, v->end());
-    return (*v)[v->size() / 2];
-  };
-  state.counters["on_ns"] = median(&t_on) / kBatch;
-  state.counters["off_ns"] = median(&t_off) / kBatch;
+  state.counters["on_ns"] = Median(&t_on) / kBatch;
+  state.counters["off_ns"] = Median(&t_off) / kBatch;
   // Block by block: the eight batches of a block run back to back, so the VM's slow and fast
   // moments (which move a batch by tens of percent) fall on both sides.
-  state.counters["ratio"] = median(&block_ratio);
+  state.counters["ratio"] = Median(&block_ratio);
 }
 // `poll`: the thread waits between batches on the CPU (as a polling data plane does) instead of
 // sleeping, so its caches are not left to the maintenance thread meanwhile.

@@ -134,7 +134,7 @@ def main(directory):
             fmt_ns(statistics.median(peer)), f"{r:.2f}x its time", "<= 1.5x", r <= 1.5)
 
     def telemetry(label, name, target):
-        # One of BM_HitPathTelemetry's variants: the median over repetitions of its own pair ratio.
+        # One of BM_HitPathTelemetry's variants: the median over repetitions of its own block ratio.
         ratio = counter(directory, "pools.json", name, "ratio")
         if not ratio:
             return
