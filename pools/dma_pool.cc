@@ -127,10 +127,7 @@ DmaPool::DmaPool(DmaPoolOptions options, Mempool* pages, PoolStats* stats, size_
       stats_(stats ? stats : &own_stats_) {
   InitPoolStats(stats_, options_.name.c_str(), PoolKind::kDmaPool,
                 static_cast<uint32_t>(pages_->policy().mode), block_size_);
-  if (!g_cache_mu_held.load(std::memory_order_acquire)) {
-    HoldAcrossFork(&g_cache_mu, ForkLockOrder::kOuter);  // once in effect (see maintenance.h)
-    g_cache_mu_held.store(true, std::memory_order_release);
-  }
+  HoldAcrossForkOnce(&g_cache_mu, ForkLockOrder::kOuter, &g_cache_mu_held);
   RegisterDmaPool(this);
 }
 

@@ -7,6 +7,7 @@
 // inherited held by a thread that does not exist in the child.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 
@@ -62,5 +63,12 @@ enum class ForkLockOrder { kOuter, kLeaf };
 // the child's first caller waiting on it for ever. In a fork child the handlers run
 // after those registered with pthread_atfork before the first call here or to RegisterPool.
 void HoldAcrossFork(FutexLock* lock, ForkLockOrder order);
+// HoldAcrossFork for a lock registered on first use, made cheap after that: `held` (a namespace-scope
+// flag beside the lock, never a function-local static — see above) skips the registry lock once set.
+inline void HoldAcrossForkOnce(FutexLock* lock, ForkLockOrder order, std::atomic<bool>* held) {
+  if (held->load(std::memory_order_acquire)) return;
+  HoldAcrossFork(lock, order);
+  held->store(true, std::memory_order_release);
+}
 
 }  // namespace dmashim

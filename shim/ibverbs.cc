@@ -51,9 +51,7 @@ absl::flat_hash_map<uintptr_t, Mr>* g_mrs ABSL_GUARDED_BY(g_mu) = nullptr;
 
 std::atomic<bool> g_mu_held{false};
 void HoldTableLockAcrossFork() {
-  if (g_mu_held.load(std::memory_order_acquire)) return;
-  HoldAcrossFork(&g_mu, ForkLockOrder::kLeaf);  // once in effect (see pools/maintenance.h)
-  g_mu_held.store(true, std::memory_order_release);
+  HoldAcrossForkOnce(&g_mu, ForkLockOrder::kLeaf, &g_mu_held);
 }
 
 void Publish(PoolEntry* e, int64_t delta_mrs, int64_t delta_bytes) {
