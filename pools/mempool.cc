@@ -177,7 +177,7 @@ void* Mempool::TryFreeListLocked(size_t requested, bool region, Ready* how) {
     return nullptr;
   }
   // The use gauges: the caller counts the hand-out (alloc_reserve) or publishes them.
-  HandOutLocked(elements_[reinterpret_cast<uintptr_t>(p)], requested, region);
+  HandOutLocked(elements_.find(reinterpret_cast<uintptr_t>(p))->second, requested, region);
   return p;
 }
 
@@ -366,6 +366,22 @@ void* Mempool::AllocRegion(size_t requested, const WaitPolicy& policy, int* err)
 
 void* Mempool::AllocImpl(size_t requested, bool region, const WaitPolicy& policy, int* err,
                          bool (*abandon)(void*), void* ctx) {
+  // The hit: a clean element from a filled pool, handed out as it is. Anything else — a pool to
+  // fill, an element to zero or join, the source, a wait — is the slow path's, which looks again.
+  {
+    FutexLockGuard l(&mu_);
+    if ((filled_ || reserve_ == 0) && !clean_.empty()) {
+      Ready how;
+      void* hit = TryFreeListLocked(requested, region, &how);
+      if (options_.record_stats) BumpLocked(stats_->alloc_reserve);
+      return hit;
+    }
+  }
+  return AllocSlow(requested, region, policy, err, abandon, ctx);
+}
+
+void* Mempool::AllocSlow(size_t requested, bool region, const WaitPolicy& policy, int* err,
+                         bool (*abandon)(void*), void* ctx) {
   Ready how = Ready::kClean;
   bool need_fill = false;
   void* hit = nullptr;
@@ -498,7 +514,7 @@ bool Mempool::FreeRegion(void* element, size_t len) {
   // The kernel rounds a huge-page munmap length up to whole pages: only a length that rounds to the
   // element returns it; a shorter or longer one is a partial unmap for the caller to handle.
   if (len == 0 || len > options_.element_size ||
-      (len + page_size_ - 1) / page_size_ * page_size_ != options_.element_size) {
+      ((len + page_size_ - 1) & ~(page_size_ - 1)) != options_.element_size) {  // a power of 2
     return false;
   }
   return FreeImpl(element, /*region=*/true);

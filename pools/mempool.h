@@ -224,6 +224,10 @@ class Mempool {
 
   void* AllocImpl(size_t requested, bool region, const WaitPolicy& policy, int* err,
                   bool (*abandon)(void*), void* ctx);
+  // AllocImpl past a hit (out of line: the hit's frame stays small).
+  __attribute__((noinline)) void* AllocSlow(size_t requested, bool region,
+                                            const WaitPolicy& policy, int* err,
+                                            bool (*abandon)(void*), void* ctx);
   bool FreeImpl(void* element, bool region);
   RangeReleased ReleaseRangeImpl(const void* addr, size_t len, bool forget, bool evict)
       ABSL_LOCKS_EXCLUDED(mu_);

@@ -52,9 +52,14 @@ size_t SourcePageSize(SourceKind kind) {
   return 4096;
 }
 
-namespace {
+namespace page_source_internal {
 std::atomic<uintptr_t> g_hull_lo{UINTPTR_MAX};
 std::atomic<uintptr_t> g_hull_hi{0};
+}  // namespace page_source_internal
+
+namespace {
+using page_source_internal::g_hull_hi;
+using page_source_internal::g_hull_lo;
 
 // Widens [*lo_word, *hi_word) to cover [lo, hi).
 void ExtendHull(std::atomic<uintptr_t>* lo_word, std::atomic<uintptr_t>* hi_word, uintptr_t lo,
@@ -67,11 +72,6 @@ void ExtendHull(std::atomic<uintptr_t>* lo_word, std::atomic<uintptr_t>* hi_word
   }
 }
 }  // namespace
-
-void MappedAddressHull(uintptr_t* lo, uintptr_t* hi) {
-  *hi = g_hull_hi.load(std::memory_order_acquire);
-  *lo = *hi == 0 ? 0 : g_hull_lo.load(std::memory_order_acquire);
-}
 
 PageSource::PageSource(SourceSpec spec, size_t element_size, const SysCalls* sys)
     : spec_(spec), element_size_(element_size), sys_(sys) {}

@@ -67,9 +67,18 @@ class PageSource {
   mutable std::atomic<uintptr_t> hi_{0};
 };
 
+namespace page_source_internal {
+extern std::atomic<uintptr_t> g_hull_lo;  // widened by Map() before it returns an address
+extern std::atomic<uintptr_t> g_hull_hi;
+}  // namespace page_source_internal
+
 // The lowest and highest address any PageSource in this process has mapped (0, 0 before the first
-// Map()). Lets an interposer skip pool bookkeeping for addresses no pool can hold, without a lock.
-void MappedAddressHull(uintptr_t* lo, uintptr_t* hi);
+// Map()). Lets an interposer skip pool bookkeeping for addresses no pool can hold, without a lock
+// (inline: every munmap in the process asks).
+inline void MappedAddressHull(uintptr_t* lo, uintptr_t* hi) {
+  *hi = page_source_internal::g_hull_hi.load(std::memory_order_acquire);
+  *lo = *hi == 0 ? 0 : page_source_internal::g_hull_lo.load(std::memory_order_acquire);
+}
 
 // Free pages of a huge page size on this node (sysfs free_hugepages), or -1 if unreadable.
 long FreeHugePages(size_t page_size);

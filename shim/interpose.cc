@@ -62,28 +62,26 @@ size_t PageFromFlags(int flags) {
   return code == 30 ? (size_t{1} << 30) : kHuge2M;
 }
 
-void* MmapHook(void* addr, size_t len, int prot, int flags, int fd, off_t off) {
-  Runtime* rt = Rt();
-  const bool fixed = (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) != 0;
-  const bool anon = (flags & MAP_ANONYMOUS) != 0;
-  if (!(flags & MAP_HUGETLB) && (anon || fd < 0) && !fixed) {
-    // Not ours: the pass-through path.
-    if (rt != nullptr) Count(rt, PassCall::kMmap);
-    return real::mmap(addr, len, prot, flags, fd, off);
-  }
-  if (rt == nullptr) rt = RtInit();
+// Every mmap call that is not an anonymous MAP_HUGETLB request a pool can serve at once: huge-page
+// files, MAP_FIXED, the pool's misses and requests of another shape, and calls made before the
+// runtime is up. `pool_tried`: the caller already asked MmapFromPool, under a ShimGuard of its own
+// (released), and the request was not one a pool serves.
+__attribute__((noinline)) void* MmapSlow(void* addr, size_t len, int prot, int flags, int fd,
+                                         off_t off, const void* caller, bool pool_tried) {
+  Runtime* rt = RtInit();
   if (rt == nullptr || !rt->intercepts(Family::kMmap)) {
     return real::mmap(addr, len, prot, flags, fd, off);
   }
   rt->NoteHookFired(Family::kMmap);
   ShimGuard guard;
-  const void* caller = __builtin_return_address(0);
+  const bool fixed = (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) != 0;
+  const bool anon = (flags & MAP_ANONYMOUS) != 0;
   if (fixed) rt->ReleaseRange(addr, len);  // a pooled-but-free element must not be in the way
 
   size_t page = 0;
   if (flags & MAP_HUGETLB) {
     page = PageFromFlags(flags);
-    if (anon && !fixed) {
+    if (anon && !fixed && !pool_tried) {
       bool handled = false;
       int err = 0;
       void* p = rt->MmapFromPool(len, prot, flags, caller, &handled, &err);
@@ -113,6 +111,42 @@ void* MmapHook(void* addr, size_t len, int prot, int flags, int fd, off_t off) {
     return MAP_FAILED;
   }
   return out;
+}
+
+// The two hot paths stay in the hook itself, with nothing of the slow path's frame: a call that is
+// not ours (a flag test and a tail call), and an anonymous MAP_HUGETLB request served by a pool.
+inline __attribute__((always_inline)) void* MmapHook(void* addr, size_t len, int prot, int flags,
+                                                     int fd, off_t off, const void* caller) {
+  const bool fixed = (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) != 0;
+  const bool anon = (flags & MAP_ANONYMOUS) != 0;
+  if (!(flags & MAP_HUGETLB)) {
+    if ((anon || fd < 0) && !fixed) {
+      // Not ours: the pass-through path.
+      if (Runtime* rt = Rt()) Count(rt, PassCall::kMmap);
+      return real::mmap(addr, len, prot, flags, fd, off);
+    }
+  } else if (anon && !fixed) {
+    Runtime* rt = Rt();
+    if (rt != nullptr && rt->intercepts(Family::kMmap)) {
+      rt->NoteHookFired(Family::kMmap);
+      bool handled = false;
+      int err = 0;
+      void* p;
+      {
+        ShimGuard guard;
+        p = rt->MmapFromPool(len, prot, flags, caller, &handled, &err);
+      }
+      if (handled) {
+        if (p == nullptr) {
+          errno = err;
+          return MAP_FAILED;
+        }
+        return p;
+      }
+      return MmapSlow(addr, len, prot, flags, fd, off, caller, /*pool_tried=*/true);
+    }
+  }
+  return MmapSlow(addr, len, prot, flags, fd, off, caller, /*pool_tried=*/false);
 }
 
 // The hugetlbfs sizing calls: fallocate allocates the pages (ENOSPC when they run out).
@@ -155,10 +189,10 @@ int GuardMlock(size_t len, const void* caller, Call&& call) {
 }  // namespace
 
 DMASHIM_HOOK void* mmap(void* addr, size_t len, int prot, int flags, int fd, off_t off) {
-  return MmapHook(addr, len, prot, flags, fd, off);
+  return MmapHook(addr, len, prot, flags, fd, off, __builtin_return_address(0));
 }
 DMASHIM_HOOK void* mmap64(void* addr, size_t len, int prot, int flags, int fd, off_t off) {
-  return MmapHook(addr, len, prot, flags, fd, off);
+  return MmapHook(addr, len, prot, flags, fd, off, __builtin_return_address(0));
 }
 
 DMASHIM_HOOK int munmap(void* addr, size_t len) {

@@ -160,11 +160,6 @@ PoolEntry* Runtime::AddEntry(PoolConfig cfg) {
   return entries_.back().get();
 }
 
-const WaitPolicy& Runtime::PolicyFor(const PoolEntry* entry) const {
-  if (t_scope_policy != nullptr) return *t_scope_policy;
-  return entry->cfg.policy;
-}
-
 bool Runtime::CallerMatches(const PoolConfig& cfg, const void* caller) const {
   if (cfg.match.caller.empty()) return true;
   Dl_info info;
@@ -255,13 +250,6 @@ void* Runtime::MmapFromPool(size_t len, int prot, int flags, const void* caller,
   }
   if (flags & MAP_LOCKED) real::mlock(p, rounded);
   return p;
-}
-
-bool Runtime::MaybePooled(const void* addr, size_t len) const {
-  uintptr_t lo, hi;
-  MappedAddressHull(&lo, &hi);
-  const uintptr_t a = reinterpret_cast<uintptr_t>(addr);
-  return hi != 0 && a < hi && a + len > lo;
 }
 
 bool Runtime::OnMunmap(void* addr, size_t len) {
@@ -359,13 +347,14 @@ void Runtime::CountPassthrough(PassCall call) {
   if (config_.count_passthrough) StatsStoreCountPassthrough(call);
 }
 
+constinit thread_local bool t_hook_probe __attribute__((tls_model("initial-exec"))) = false;
+
 namespace {
 std::atomic<int> g_hook_fired[kFamilies];
-thread_local bool t_probe __attribute__((tls_model("initial-exec"))) = false;
 }  // namespace
 
-void Runtime::NoteHookFired(Family f) {
-  if (t_probe) g_hook_fired[static_cast<int>(f)].store(1, std::memory_order_relaxed);
+void Runtime::NoteProbeFired(Family f) {
+  g_hook_fired[static_cast<int>(f)].store(1, std::memory_order_relaxed);
 }
 
 void Runtime::ReportHookSelfCheck() {
@@ -374,11 +363,11 @@ void Runtime::ReportHookSelfCheck() {
   using MunmapFn = int (*)(void*, size_t);
   using ShmdtFn = int (*)(const void*);
   using MunlockFn = int (*)(const void*, size_t);
-  t_probe = true;
+  t_hook_probe = true;
   if (auto f = reinterpret_cast<MunmapFn>(dlsym(RTLD_DEFAULT, "munmap"))) f(nullptr, 0);
   if (auto f = reinterpret_cast<ShmdtFn>(dlsym(RTLD_DEFAULT, "shmdt"))) f(nullptr);
   if (auto f = reinterpret_cast<MunlockFn>(dlsym(RTLD_DEFAULT, "munlock"))) f(nullptr, 0);
-  t_probe = false;
+  t_hook_probe = false;
   const char* names[] = {"mmap", "shm", "mlock"};
   for (int i = 0; i < 3; ++i) {
     const bool fired = g_hook_fired[i].load() != 0;

@@ -18,6 +18,7 @@
 #include "pools/lock.h"
 #include "pools/dma_pool.h"
 #include "pools/mempool.h"
+#include "pools/page_source.h"
 #include "shim/config.h"
 #include "shim/stats_segment.h"
 
@@ -33,6 +34,12 @@ struct PoolEntry {
   // memory this process frees wakes it at once; memory other processes free is seen by polling.
   WakeSeq freed;
 };
+
+// The calling thread's scope (dmashim_scope_begin); null when none.
+extern constinit thread_local const WaitPolicy* t_scope_policy
+    __attribute__((tls_model("initial-exec")));
+// Set while the start-up self-check probes the hooks (Runtime::ReportHookSelfCheck).
+extern constinit thread_local bool t_hook_probe __attribute__((tls_model("initial-exec")));
 
 // Memory that `entry`'s guarded waits may be waiting for was freed in this process (a CUDA block
 // released, an RDMA registration dropped): they retry now instead of at their next poll.
@@ -76,7 +83,13 @@ class Runtime {
   // mremap / madvise / MAP_FIXED over tracked or pooled-free memory: drop or evict first.
   void ReleaseRange(void* addr, size_t len);
   void OnMprotect(void* addr, size_t len, int prot);
-  bool MaybePooled(const void* addr, size_t len) const;
+  // False when no pool can hold any of [addr, addr+len): lock-free, asked on every munmap.
+  bool MaybePooled(const void* addr, size_t len) const {
+    uintptr_t lo, hi;
+    MappedAddressHull(&lo, &hi);
+    const uintptr_t a = reinterpret_cast<uintptr_t>(addr);
+    return hi != 0 && a < hi && a + len > lo;
+  }
 
   // Runs `call` (returns true on success, errno on failure) under `entry`'s policy: on a shortage
   // (ENOMEM, EAGAIN, ENOSPC, EPERM) free elements of the entry's pool are released to the kernel
@@ -86,7 +99,9 @@ class Runtime {
   Guarded Guard(PoolEntry* entry, size_t bytes, Call&& call);
 
   // The policy for an intercepted call: the thread's scope if one is set, else the pool's.
-  const WaitPolicy& PolicyFor(const PoolEntry* entry) const;
+  const WaitPolicy& PolicyFor(const PoolEntry* entry) const {
+    return t_scope_policy != nullptr ? *t_scope_policy : entry->cfg.policy;
+  }
 
   // --- pinned ---
   PoolEntry* RoutePinned(const void* caller);
@@ -100,8 +115,12 @@ class Runtime {
 
   // Counts a pass-through call (when count_passthrough) — index into the segment's call table.
   void CountPassthrough(PassCall call);
-  void NoteHookFired(Family f);
+  // Records that a hook of family `f` ran, while the self-check probes (one thread-local test else).
+  void NoteHookFired(Family f) {
+    if (__builtin_expect(t_hook_probe, false)) NoteProbeFired(f);
+  }
   void ReportHookSelfCheck();
+  static void NoteProbeFired(Family f);
   void PrintSummary(int fd) const;
 
   std::vector<std::unique_ptr<PoolEntry>>& entries() { return entries_; }
@@ -129,10 +148,6 @@ class Runtime {
   // The regions handed out from pools are tracked by the pools themselves (Mempool::AllocRegion):
   // map and unmap take one lock, the pool's.
 };
-
-// The calling thread's scope (dmashim_scope_begin); null when none.
-extern constinit thread_local const WaitPolicy* t_scope_policy
-    __attribute__((tls_model("initial-exec")));
 
 
 // Adapts a lambda to the C-style retry callback of WaitLoop.

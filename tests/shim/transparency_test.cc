@@ -151,6 +151,18 @@ TEST_F(TransparencyTest, MremapOfAPooledRegionBehavesAsTheKernels) {
   EXPECT_EQ(plain_.kv, shimmed_.kv);
 }
 
+TEST_F(TransparencyTest, StartUpSelfCheckSeesTheHooksOfEveryInterceptedFamilyFire) {
+  // The probes go through the global symbol scope, as the application's calls do: a hook that
+  // failed to note them would be reported as shadowed (a diagnostic line, and state 2 here).
+  Both({"plain"});
+  const std::vector<Snapshot> snaps = Segments(dir_.path() + "/run");
+  ASSERT_EQ(snaps.size(), 1u);
+  for (HookFamily f : {HookFamily::kMmap, HookFamily::kShm, HookFamily::kMlock}) {
+    EXPECT_EQ(snaps[0].hooks[static_cast<size_t>(f)], HookState::kFiring)
+        << "family " << static_cast<int>(f);
+  }
+}
+
 TEST_F(TransparencyTest, PlainMmapIsUntouched) {
   Both({"plain"});
   EXPECT_EQ(plain_.kv, shimmed_.kv);
