@@ -731,6 +731,18 @@ size_t Mempool::ReleaseFree(size_t count) {
   return released.size();
 }
 
+Mempool::RefillHold::RefillHold(Mempool* pool) : pool_(pool) {
+  if (pool_ == nullptr) return;
+  FutexLockGuard l(&pool_->mu_);
+  ++pool_->refill_holds_;
+}
+
+Mempool::RefillHold::~RefillHold() {
+  if (pool_ == nullptr) return;
+  FutexLockGuard l(&pool_->mu_);
+  --pool_->refill_holds_;
+}
+
 ResizeResult Mempool::Resize(size_t new_reserve) {
   std::vector<void*> surplus;
   {
@@ -777,7 +789,8 @@ bool Mempool::Maintain() {
       elements_[reinterpret_cast<uintptr_t>(p)].state = State::kZeroing;
       posted = PostJobLocked(p, /*free_element=*/true);
       work = Work::kZero;
-    } else if (filled_ && elements_.size() + pending_ < reserve_ && MonotonicNs() >= next_refill_ns_) {
+    } else if (filled_ && refill_holds_ == 0 && elements_.size() + pending_ < reserve_ &&
+               MonotonicNs() >= next_refill_ns_) {
       work = Work::kRefill;
     }
   }

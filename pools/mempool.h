@@ -162,8 +162,21 @@ class Mempool {
   // tracking it and does not unmap it. The reserve is refilled later. Returns false if unknown.
   bool Forget(void* element);
   // Hands up to `count` free elements back to the kernel so a call the pool cannot serve itself can
-  // be retried with their pages (release-and-retry). Returns how many were released.
+  // be retried with their pages (release-and-retry). Returns how many were released. The reserve is
+  // topped up again by the maintenance thread retry_interval later, and not while a RefillHold is
+  // held: the caller holds one across the release and its retry, so a retry that takes longer than
+  // that (a large mlock under memory pressure) does not find the pages taken back.
   size_t ReleaseFree(size_t count);
+  class RefillHold {
+   public:
+    explicit RefillHold(Mempool* pool);  // pool may be null: holds nothing
+    ~RefillHold();
+    RefillHold(const RefillHold&) = delete;
+    RefillHold& operator=(const RefillHold&) = delete;
+
+   private:
+    Mempool* pool_;
+  };
 
   // Sets the reserve at run time, like mempool_resize: a shrink returns surplus free elements to the
   // kernel; a grow maps elements until the new reserve is held or the source fails (partial: the
@@ -336,6 +349,7 @@ class Mempool {
   size_t high_water_ ABSL_GUARDED_BY(mu_) = 0;  // as published
   int64_t waste_ ABSL_GUARDED_BY(mu_) = 0;      // as published
   bool filled_ ABSL_GUARDED_BY(mu_) = false;
+  int refill_holds_ ABSL_GUARDED_BY(mu_) = 0;  // RefillHolds alive: no top-up meanwhile
   uint64_t next_refill_ns_ ABSL_GUARDED_BY(mu_) = 0;
   int fill_err_ ABSL_GUARDED_BY(mu_) = 0;  // errno of the last failed Prefill source call
   WakeSeq wake_;  // a waiter's sleep: notified by frees and WakeWaiters

@@ -292,13 +292,17 @@ Guarded Runtime::WaitLoop(PoolEntry* entry, size_t bytes, const WaitPolicy& poli
   }
   Mempool* pool = entry->pool.get();
   const size_t need = pool ? (bytes + pool->element_size() - 1) / pool->element_size() : 0;
-  // Release-and-retry: the pages the process set aside are handed back for this call.
-  if (pool != nullptr && pool->ReleaseFree(need) > 0) {
-    if (retry(ctx)) {
-      pool->CountServedByReserve();
-      return {true, 0};
+  // Release-and-retry: the pages the process set aside are handed back for this call (and not
+  // taken back by the reserve's refill before the retry is done).
+  if (pool != nullptr) {
+    Mempool::RefillHold hold(pool);
+    if (pool->ReleaseFree(need) > 0) {
+      if (retry(ctx)) {
+        pool->CountServedByReserve();
+        return {true, 0};
+      }
+      first_err = errno;
     }
-    first_err = errno;
   }
   if (policy.mode == Mode::kFailFast) {
     s->fail_fast.fetch_add(1, std::memory_order_relaxed);
@@ -318,14 +322,19 @@ Guarded Runtime::WaitLoop(PoolEntry* entry, size_t bytes, const WaitPolicy& poli
       out.err = EINTR;
       break;
     }
-    if (pool != nullptr) pool->ReleaseFree(need);
-    seen = entry->freed.Seen();  // a free after this wakes the next sleep
-    if (retry(ctx)) {
+    bool ok;
+    {
+      Mempool::RefillHold hold(pool);
+      if (pool != nullptr) pool->ReleaseFree(need);
+      seen = entry->freed.Seen();  // a free after this wakes the next sleep
+      ok = retry(ctx);
+      out.err = ok ? 0 : errno;
+    }
+    if (ok) {
       out = {true, 0};
       s->alloc_waited.fetch_add(1, std::memory_order_relaxed);
       break;
     }
-    out.err = errno;
     if (!IsShortageErrno(out.err)) {
       s->fail_source.fetch_add(1, std::memory_order_relaxed);
       break;

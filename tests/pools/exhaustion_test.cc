@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "pools/maintenance.h"
 #include "pools/mempool.h"
 #include "tests/pools/pool_test_util.h"
 
@@ -109,6 +110,29 @@ TEST_F(MempoolExhaustion, ResizeGrowIsPartialWhenPagesRunOut) {
   r = pool->Resize(10);
   EXPECT_EQ(r.held, 10u);
   EXPECT_EQ(r.err, 0);
+}
+
+TEST_F(MempoolExhaustion, PagesReleasedForARetryAreNotTakenBackWhileTheRetryHoldsTheRefill) {
+  auto o = HugeOptions("refill-hold", 2, Mode::kFailFast);
+  o.retry_interval = absl::Milliseconds(1);  // the refill's delay after a release
+  o.retry_max = absl::Milliseconds(1);
+  auto pool = MakePool(o, &RealSysCalls());
+  ASSERT_NE(pool, nullptr);
+  ASSERT_EQ(pool->Prefill(), 2u);
+  {
+    Mempool::RefillHold hold(pool.get());
+    ASSERT_EQ(pool->ReleaseFree(2), 2u);
+    EXPECT_EQ(pool->stats().elements_total.load(), 0);
+    // A retry 300 times slower than the refill's delay (a large mlock under memory pressure), with
+    // the maintenance thread kicked all along: the pages stay the retry's.
+    for (int i = 0; i < 30; ++i) {
+      WakeMaintenance(/*now=*/true);
+      usleep(10'000);
+    }
+    EXPECT_EQ(pool->stats().elements_total.load(), 0) << "the refill took the pages back";
+  }
+  // The retry done, the maintenance thread tops the reserve up again.
+  EXPECT_TRUE(WaitFor([&] { return pool->stats().elements_total.load() == 2; }, 3000));
 }
 
 TEST(HugePageHogTest, TakesEveryFreePageAndGivesThemBack) {
