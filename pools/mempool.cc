@@ -305,6 +305,9 @@ size_t Mempool::Prefill() {
       FutexLockGuard l(&mu_);
       filled_ = true;
       if (elements_.size() >= reserve_) return elements_.size();
+      // A release-and-retry is using the pages this fill would take (RefillHold): the fill stops,
+      // also one already under way (the maintenance thread's, or start-up's beside it).
+      if (refill_holds_ > 0) return elements_.size();
       if (elements_.size() + pending_ >= reserve_) {
         // Another thread (the maintenance thread refilling) is mapping the rest: its elements
         // count only once they are held, and its call may fail. Wait for it, then look again.
@@ -735,6 +738,9 @@ Mempool::RefillHold::RefillHold(Mempool* pool) : pool_(pool) {
   if (pool_ == nullptr) return;
   FutexLockGuard l(&pool_->mu_);
   ++pool_->refill_holds_;
+  // A source call in flight (a fill, or an allocation's miss) finishes first: once this returns,
+  // no page is on its way into the pool until the hold ends.
+  while (pool_->pending_ > 0) pool_->PauseLocked();
 }
 
 Mempool::RefillHold::~RefillHold() {

@@ -164,8 +164,10 @@ class Mempool {
   // Hands up to `count` free elements back to the kernel so a call the pool cannot serve itself can
   // be retried with their pages (release-and-retry). Returns how many were released. The reserve is
   // topped up again by the maintenance thread retry_interval later, and not while a RefillHold is
-  // held: the caller holds one across the release and its retry, so a retry that takes longer than
-  // that (a large mlock under memory pressure) does not find the pages taken back.
+  // held: the caller holds one across the release and its retry. Taking it waits for the source
+  // calls in flight, and a fill under way (Prefill, on any thread) stops while it is held — else a
+  // fill still running from start-up, or a retry slower than retry_interval, takes the released
+  // pages back before the retry gets them.
   size_t ReleaseFree(size_t count);
   class RefillHold {
    public:

@@ -135,6 +135,32 @@ TEST_F(MempoolExhaustion, PagesReleasedForARetryAreNotTakenBackWhileTheRetryHold
   EXPECT_TRUE(WaitFor([&] { return pool->stats().elements_total.load() == 2; }, 3000));
 }
 
+TEST_F(MempoolExhaustion, AFillUnderWayStopsWhenARetryHoldsTheRefill) {
+  auto o = HugeOptions("refill-hold-fill", 3, Mode::kFailFast);
+  o.retry_interval = absl::Seconds(5);  // the maintenance thread's own refill stays out of it
+  o.retry_max = absl::Seconds(5);
+  auto pool = MakePool(o);
+  ASSERT_NE(pool, nullptr);
+  ASSERT_EQ(pool->Prefill(), 3u);
+  ASSERT_EQ(pool->ReleaseFree(3), 3u);
+  // A fill under way on another thread (as start-up's or the maintenance thread's can be when the
+  // application's first call comes), each page 50 ms in coming.
+  TheFaults().mmap_delay_us = 50'000;
+  std::thread filler([&] { pool->Prefill(); });
+  usleep(10'000);
+  {
+    Mempool::RefillHold hold(pool.get());  // waits for the page in flight, and the fill stops
+    EXPECT_LT(pool->stats().elements_total.load(), 3) << "the fill went on to the end";
+    pool->ReleaseFree(3);
+    EXPECT_EQ(pool->stats().elements_total.load(), 0);
+    usleep(150'000);  // long enough for the rest of the fill, had it gone on
+    EXPECT_EQ(pool->stats().elements_total.load(), 0) << "the fill took pages during the retry";
+  }
+  filler.join();
+  TheFaults().mmap_delay_us = 0;
+  EXPECT_EQ(pool->Prefill(), 3u);
+}
+
 TEST(HugePageHogTest, TakesEveryFreePageAndGivesThemBack) {
   DMASHIM_REQUIRE_FREE_HUGE_PAGES(8);
   const long before = FreeHugePages2M();
