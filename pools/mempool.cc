@@ -843,6 +843,7 @@ void Mempool::ForkChild() {
   job_.users = 0;
   waiters_ = 0;
   pending_ = 0;
+  refill_holds_ = 0;  // a release-and-retry under way is another thread's, not in the child
   filled_ = false;  // the child rebuilds its reserve lazily
   stats_->blocked_now.store(0, std::memory_order_relaxed);
   for (auto& s : stats_->waiter_start_ns) s.store(0, std::memory_order_relaxed);

@@ -133,6 +133,31 @@ TEST_F(MempoolFork, FreeReserveElementsAreNotInChildHandedOutAre) {
   for (void* p : used) EXPECT_TRUE(pool->Free(p));
 }
 
+TEST_F(MempoolFork, AChildForkedDuringAnotherThreadsRetryStillFillsItsReserve) {
+  auto pool = MakePool(HugeOptions("fork-hold", 2, Mode::kFailFast), &RealSysCalls());
+  ASSERT_NE(pool, nullptr);
+  ASSERT_EQ(pool->Prefill(), 2u);
+  // Another thread is in a release-and-retry (it holds the refill) when this one forks: the child
+  // has no such thread, and nothing may keep its pool from filling.
+  std::atomic<bool> held{false}, done{false};
+  std::thread retrying([&] {
+    Mempool::RefillHold hold(pool.get());
+    held = true;
+    while (!done) usleep(1000);
+  });
+  while (!held) usleep(100);
+  const pid_t pid = fork();
+  if (pid == 0) _exit(pool->Prefill() == 2 ? 0 : 1);
+  done = true;
+  retrying.join();
+  ASSERT_GT(pid, 0);
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "the child's pool stayed empty";
+}
+
 TEST_F(MempoolFork, ElementReusedAfterForkIsInheritedAtNextFork) {
   auto pool = MakePool(HugeOptions("fork-reuse", 2, Mode::kFailFast), &RealSysCalls());
   ASSERT_NE(pool, nullptr);
