@@ -739,10 +739,6 @@ TEST_F(MempoolStatsRecord, HitAndFreeWriteOnlyTheirCounter) {
   ASSERT_TRUE(pool->Free(b));
 }
 
-// Counts that are not the pool's elements leave its in-use figure exact: a call served after the
-// pool gave its free elements back (counted in alloc_reserve, no element handed out), and the
-// shim's own counting of calls it passed to the kernel (alloc_source, alloc_waited, frees of
-// those are not counted). Elements from the source and after a wait count in use.
 // Counting turned off and on again at run time (benchmarks compare both on one pool): while off,
 // hits and frees leave the counters alone; back on, the use gauges are exact at once.
 TEST_F(MempoolStatsRecord, CountingTurnedOffAndOnKeepsTheUseGaugesExact) {
@@ -777,6 +773,10 @@ TEST_F(MempoolStatsRecord, CountingTurnedOffAndOnKeepsTheUseGaugesExact) {
   EXPECT_EQ(ReserveLevel(s), 3);
 }
 
+// Counts that are not the pool's elements leave its in-use figure exact: a call served after the
+// pool gave its free elements back (counted in alloc_reserve, no element handed out), and the
+// shim's own counting of calls it passed to the kernel (alloc_source, alloc_waited, frees of
+// those are not counted). Elements from the source and after a wait count in use.
 TEST_F(MempoolStatsRecord, InUseStaysExactWhenCountsAreNotThePoolsElements) {
   auto pool = FilledPool("count-only", 1, ZeroMode::kNone);
   ASSERT_NE(pool, nullptr);
