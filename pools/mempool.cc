@@ -795,8 +795,7 @@ bool Mempool::Maintain() {
       elements_[reinterpret_cast<uintptr_t>(p)].state = State::kZeroing;
       posted = PostJobLocked(p, /*free_element=*/true);
       work = Work::kZero;
-    } else if (filled_ && refill_holds_ == 0 && elements_.size() + pending_ < reserve_ &&
-               MonotonicNs() >= next_refill_ns_) {
+    } else if (filled_ && elements_.size() + pending_ < reserve_ && MonotonicNs() >= next_refill_ns_) {
       work = Work::kRefill;
     }
   }

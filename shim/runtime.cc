@@ -328,7 +328,7 @@ Guarded Runtime::WaitLoop(PoolEntry* entry, size_t bytes, const WaitPolicy& poli
       if (pool != nullptr) pool->ReleaseFree(need);
       seen = entry->freed.Seen();  // a free after this wakes the next sleep
       ok = retry(ctx);
-      out.err = ok ? 0 : errno;
+      if (!ok) out.err = errno;
     }
     if (ok) {
       out = {true, 0};
