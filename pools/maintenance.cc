@@ -47,6 +47,7 @@ constexpr size_t kStackBytes = 256 << 10;
 
 void* ThreadMain(void*) {
   Registry& r = Reg();
+  BiasedLock::NeverBiasThisThread();  // the pools' locks are the allocating threads'
   r.running.fetch_add(1);
   int idle_polls = kPollRounds;
   uint64_t spin_until = 0;
@@ -139,6 +140,7 @@ void AtforkParent() {
 }
 void AtforkChild() {
   Registry& r = Reg();
+  HeavyBarrierForkChild();
   for (FutexLock* l : r.leaf_locks) l->Unlock();
   for (Mempool* p : r.pools) p->ForkChild();
   for (DmaPool* d : r.dma_pools) d->ForkChild();

@@ -831,6 +831,7 @@ void Mempool::ForkPrepare() {
 void Mempool::ForkParent() { mu_.Unlock(); }
 
 void Mempool::ForkChild() {
+  mu_.DropBiasInForkChild();
   // Only the forking thread exists; free elements were not inherited. Keep what the app holds.
   for (auto it = elements_.begin(); it != elements_.end();) {
     auto cur = it++;

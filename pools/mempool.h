@@ -339,7 +339,7 @@ class Mempool {
   PoolStats own_stats_;
   PoolStats* stats_;
 
-  mutable FutexLock mu_;
+  mutable BiasedLock mu_;
   absl::flat_hash_map<uintptr_t, Element> elements_ ABSL_GUARDED_BY(mu_);
   std::vector<void*> clean_ ABSL_GUARDED_BY(mu_);  // free, zeroed (or zero = none)
   std::vector<void*> dirty_ ABSL_GUARDED_BY(mu_);  // free, to be zeroed before reuse

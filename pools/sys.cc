@@ -2,10 +2,13 @@
 
 #include <errno.h>
 #include <linux/futex.h>
+#include <linux/membarrier.h>
 #include <sys/mman.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
+
+#include <cstdlib>
 
 namespace dmashim {
 namespace {
@@ -57,5 +60,35 @@ void FutexWake(std::atomic<uint32_t>* word, int count) {
   syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE_PRIVATE, count, nullptr,
           nullptr, 0);
 }
+
+namespace {
+// 0: not registered yet, 1: registered, -1: refused.
+std::atomic<int> g_heavy_barrier{0};
+}  // namespace
+
+bool EnableHeavyBarrier() {
+  int state = g_heavy_barrier.load(std::memory_order_acquire);
+  if (state == 0) {
+    const int saved = errno;  // a refusal is not the application's error
+    state = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 ? 1 : -1;
+    g_heavy_barrier.store(state, std::memory_order_release);
+    errno = saved;
+  }
+  return state == 1;
+}
+
+void HeavyBarrier() {
+  const int saved = errno;
+  if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0 &&
+      (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) != 0 ||
+       syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0)) {
+    // The process registered before any lock was biased, so the kernel does not refuse (a fork
+    // child not registered again is registered here). Going on would break mutual exclusion.
+    abort();
+  }
+  errno = saved;
+}
+
+void HeavyBarrierForkChild() { g_heavy_barrier.store(0, std::memory_order_relaxed); }
 
 }  // namespace dmashim
