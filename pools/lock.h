@@ -59,8 +59,10 @@ class ABSL_LOCKABLE FutexLock {
 // "I am inside" store, which it follows with only a compiler barrier, is then visible, or the
 // owner sees the bias gone — an asymmetric Dekker), and waits for the owner to leave. The owner
 // biases the lock to itself again after 8 futex acquisitions in a row by itself, and not within
-// 1 ms of the last revocation: threads that alternate pay at most one barrier per millisecond. Without membarrier (old kernel, seccomp,
-// valgrind), and under ThreadSanitizer (which cannot see the barrier), it is a FutexLock.
+// 1 ms of the last revocation: threads that alternate pay at most one barrier per millisecond.
+// Without membarrier (EnableHeavyBarrier: an old kernel, valgrind, a process under a seccomp filter
+// when the first bias is due), and under ThreadSanitizer (which cannot see the barrier), it is a
+// FutexLock.
 class ABSL_LOCKABLE BiasedLock {
  public:
   void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() {
@@ -96,6 +98,8 @@ class ABSL_LOCKABLE BiasedLock {
   // takes locks in runs of its own, which would otherwise win the bias and then have it revoked by
   // the thread the lock is for, with a barrier on the latter's path.
   static void NeverBiasThisThread() { t_never_bias = true; }
+  // This lock is never biased (before any thread takes it).
+  void DisallowBias() { biasable_ = false; }
   // For tests: whether the calling thread holds the bias; how many biases were revoked; whether
   // this build biases at all (not under ThreadSanitizer).
   bool BiasedToMe() const { return bias_.load(std::memory_order_relaxed) == ThreadTag(); }
@@ -108,7 +112,14 @@ class ABSL_LOCKABLE BiasedLock {
     lock_.Lock();
     if (bias_.load(std::memory_order_relaxed) != 0) {
       bias_.store(0, std::memory_order_relaxed);
-      HeavyBarrier();
+      if (!HeavyBarrier()) {
+        // A seccomp filter came since the bias, or the kernel refused (no lock is biased from now
+        // on). The owner's store buffer drains within nanoseconds, and a switch away from its
+        // thread is a full barrier: after a millisecond its "inside" store shows, or its next
+        // Lock() saw the bias gone. Not a guarantee of the memory model, as the barrier is; the
+        // last resort for the one revocation of each bias set before the filter.
+        for (const uint64_t until = MonotonicNs() + 1'000'000; MonotonicNs() < until;) sched_yield();
+      }
       for (int spin = 0; owner_in_.load(std::memory_order_acquire) != 0; ++spin) {
         if (spin < 1000) {
 #if defined(__x86_64__)
@@ -124,7 +135,7 @@ class ABSL_LOCKABLE BiasedLock {
     if (last_ != self) {
       last_ = self;
       run_ = 1;
-    } else if (++run_ % kRebiasAfter == 0 && kBiasable && !t_never_bias &&
+    } else if (++run_ % kRebiasAfter == 0 && kBiasable && biasable_ && !t_never_bias &&
                MonotonicNs() - revoked_ns_ >= kRebiasGapNs && EnableHeavyBarrier()) {
       bias_.store(self, std::memory_order_relaxed);  // from this thread's next Lock()
     }
@@ -147,6 +158,7 @@ class ABSL_LOCKABLE BiasedLock {
   uintptr_t last_ = 0;  // the last thread that took lock_, and how many times in a row
   uint32_t run_ = 0;
   uint64_t revoked_ns_ = 0;  // when a bias was last revoked
+  bool biasable_ = true;
   std::atomic<uint64_t> revocations_{0};
   FutexLock lock_;
 };

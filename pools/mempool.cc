@@ -48,6 +48,7 @@ Mempool::Mempool(MempoolOptions options, PoolStats* stats, const SysCalls* sys)
       page_size_(SourcePageSize(options_.source.kind)),
       stats_(stats ? stats : &own_stats_),
       reserve_(options_.reserve) {
+  if (!options_.biased_lock) mu_.DisallowBias();
   InitRecord(stats_);
   // Room for the reserve and as many again in use, made here on the thread that creates the pool:
   // the maintenance thread then refills the reserve without allocating. Its first malloc would

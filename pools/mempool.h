@@ -64,6 +64,9 @@ struct MempoolOptions {
   absl::Duration retry_interval = absl::Milliseconds(50);  // first source retry while waiting
   absl::Duration retry_max = absl::Seconds(1);             // backoff ceiling
   bool record_stats = true;  // false: the hit and free paths skip the stats record (benchmarks)
+  // The pool lock may be biased to the thread that keeps taking it (BiasedLock): false keeps it a
+  // plain futex lock, and the process makes no membarrier(2) call for this pool.
+  bool biased_lock = true;
   SlowPathObserver observer = nullptr;
   void* observer_ctx = nullptr;
   uint64_t slow_source_ns = 10'000'000;  // a source call above this is reported as kSlowSource
@@ -217,6 +220,8 @@ class Mempool {
   // the maintenance thread helping an allocating or freeing thread, or an allocator finishing an
   // element the maintenance thread had started. For tests and benchmarks.
   uint64_t zero_chunks_shared() const { return chunks_shared_.load(std::memory_order_relaxed); }
+  // Whether the pool lock is biased to the calling thread (BiasedLock). For tests.
+  bool LockBiasedToCaller() const { return mu_.BiasedToMe(); }
 
  private:
   enum class State : uint8_t { kFree, kInUse, kZeroing };

@@ -1,6 +1,7 @@
 #include "pools/sys.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <linux/membarrier.h>
 #include <sys/mman.h>
@@ -8,7 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <cstdlib>
+#include <cstring>
 
 namespace dmashim {
 namespace {
@@ -64,29 +65,55 @@ void FutexWake(std::atomic<uint32_t>* word, int count) {
 namespace {
 // 0: not registered yet, 1: registered, -1: refused.
 std::atomic<int> g_heavy_barrier{0};
+
+// Whether this process runs under a seccomp filter (/proc/self/status "Seccomp:" not 0). Such a
+// sandbox may kill a process for a system call it does not expect, so it gets no membarrier.
+// Unknown (no /proc) counts as filtered.
+bool UnderSeccomp() {
+  const int fd = static_cast<int>(
+      syscall(SYS_openat, AT_FDCWD, "/proc/self/status", O_RDONLY | O_CLOEXEC, 0));
+  if (fd < 0) return true;
+  char buf[4096];
+  size_t n = 0;
+  for (long r; n < sizeof(buf) - 1 && (r = syscall(SYS_read, fd, buf + n, sizeof(buf) - 1 - n)) > 0;)
+    n += static_cast<size_t>(r);
+  syscall(SYS_close, fd);
+  buf[n] = '\0';
+  const char* s = strstr(buf, "\nSeccomp:");
+  if (s == nullptr) return false;  // a kernel without seccomp
+  s += strlen("\nSeccomp:");
+  while (*s == ' ' || *s == '\t') ++s;
+  return *s != '0';
+}
 }  // namespace
 
 bool EnableHeavyBarrier() {
   int state = g_heavy_barrier.load(std::memory_order_acquire);
   if (state == 0) {
     const int saved = errno;  // a refusal is not the application's error
-    state = syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 ? 1 : -1;
+    state = !UnderSeccomp() &&
+                    syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0
+                ? 1
+                : -1;
     g_heavy_barrier.store(state, std::memory_order_release);
     errno = saved;
   }
   return state == 1;
 }
 
-void HeavyBarrier() {
+bool HeavyBarrier() {
   const int saved = errno;
-  if (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0 &&
-      (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) != 0 ||
-       syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0)) {
-    // The process registered before any lock was biased, so the kernel does not refuse (a fork
-    // child not registered again is registered here). Going on would break mutual exclusion.
-    abort();
-  }
+  // A filter installed since the registration (a sandbox set up in main(), after the shim's
+  // start-up) might kill the process for the call: looked for first, each time (≈ 10 µs; a
+  // revocation is at most once a millisecond per lock). Only a filter installed between this read
+  // and the call below can still do so. A fork child that was not registered again is registered.
+  const bool ok = g_heavy_barrier.load(std::memory_order_relaxed) == 1 && !UnderSeccomp() &&
+                  (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0 ||
+                  (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 &&
+                   syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0));
+  if (!ok) g_heavy_barrier.store(-1, std::memory_order_relaxed);  // no further biases
   errno = saved;
+  return ok;
 }
 
 void HeavyBarrierForkChild() { g_heavy_barrier.store(0, std::memory_order_relaxed); }

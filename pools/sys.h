@@ -32,13 +32,16 @@ int FutexWait(std::atomic<uint32_t>* word, uint32_t expected, int64_t timeout_ns
 void FutexWake(std::atomic<uint32_t>* word, int count);
 
 // The heavy side of an asymmetric fence (membarrier(2), MEMBARRIER_CMD_PRIVATE_EXPEDITED): when
-// HeavyBarrier() returns, every thread of this process has run a full memory barrier since it was
-// called, so the other side needs only a compiler barrier. EnableHeavyBarrier() registers the
-// process (once; again in a fork child, see HeavyBarrierForkChild) and says whether the kernel
-// allows it — not under an old kernel, a seccomp filter or valgrind. HeavyBarrier() may only be
-// called once EnableHeavyBarrier() returned true in this process.
+// HeavyBarrier() returns true, every thread of this process has run a full memory barrier since
+// it was called, so the other side needs only a compiler barrier. EnableHeavyBarrier() registers
+// the process (once; again in a fork child, see HeavyBarrierForkChild) and says whether the kernel
+// allows it — not under an old kernel or valgrind, and not asked for under a seccomp filter (a
+// sandbox may kill the process for the call). HeavyBarrier() is for after EnableHeavyBarrier()
+// returned true; it returns false, without the call, when a seccomp filter was installed since
+// (a sandbox may kill the process for it), or when the kernel refused it, and
+// EnableHeavyBarrier() returns false from then on.
 bool EnableHeavyBarrier();
-void HeavyBarrier();
+bool HeavyBarrier();
 // In a fork child: the registration is made again before the next use.
 void HeavyBarrierForkChild();
 

@@ -7,7 +7,7 @@ packages=(
   build-essential cmake pkg-config ninja-build
   libabsl-dev libunwind-dev prometheus-cpp-dev libcivetweb-dev libtomlplusplus-dev
   googletest libgtest-dev libgmock-dev libbenchmark-dev
-  prometheus curl python3 procps util-linux
+  prometheus curl python3 procps util-linux strace
   python3-yaml chromium dpkg-dev
   postgresql
   libdpdk-dev

@@ -354,6 +354,7 @@ void Builder::Set(const ConfigKey& key, const RawValue& raw, const Origin& at, P
     case KeyId::kStats: c.stats = v.b; break;
     case KeyId::kRunDir: c.run_dir = v.s; break;
     case KeyId::kCountPassthrough: c.count_passthrough = v.b; break;
+    case KeyId::kBiasedLocks: c.biased_locks = v.b; break;
     case KeyId::kDefaultMode: c.default_policy = v.mode; break;
     case KeyId::kInterceptMmap: c.intercept_mmap = v.b; break;
     case KeyId::kInterceptShm: c.intercept_shm = v.b; break;

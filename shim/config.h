@@ -56,6 +56,7 @@ struct Config {
   bool stats = true;         // write the stats segment
   std::string run_dir;       // empty: /run/dmashim for root, else $XDG_RUNTIME_DIR/dmashim
   bool count_passthrough = false;
+  bool biased_locks = true;  // MempoolOptions::biased_lock of every pool
   // intercept.* switches, one per family.
   bool intercept_mmap = true;
   bool intercept_shm = true;

@@ -38,6 +38,7 @@ enum class KeyId {
   kStats,
   kRunDir,
   kCountPassthrough,
+  kBiasedLocks,
   kDefaultMode,
   kInterceptMmap,
   kInterceptShm,
@@ -84,6 +85,10 @@ inline constexpr ConfigKey kConfigKeys[] = {
      "$XDG_RUNTIME_DIR/dmashim"},
     {KeyId::kCountPassthrough, KeySection::kTop, "count_passthrough", KeyType::kBool, "false",
      "Also count the calls that are not ours (plain mmap and the like)"},
+    {KeyId::kBiasedLocks, KeySection::kTop, "biased_locks", KeyType::kBool, "true",
+     "A thread that keeps taking a pool takes its lock without atomic instructions, and another "
+     "thread revokes that with membarrier(2) (never under a seccomp filter). false: plain locks, no "
+     "membarrier call"},
     {KeyId::kDefaultMode, KeySection::kTop, "default_mode", KeyType::kMode, "\"fail-fast\"",
      "Mode of guarded pass-through calls that no pool matches; fail-fast is the kernel's own "
      "behaviour"},

@@ -143,6 +143,7 @@ PoolEntry* Runtime::AddEntry(PoolConfig cfg) {
     o.retry_interval = entry->cfg.retry_interval;
     o.retry_max = entry->cfg.retry_max;
     o.record_stats = config_.stats;  // stats = false: no counting on the hit path
+    o.biased_lock = config_.biased_locks;
     o.observer = SitesObserver;
     o.observer_ctx = entry.get();
     auto pool = Mempool::Create(std::move(o), entry->stats);

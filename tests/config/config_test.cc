@@ -122,6 +122,7 @@ TEST(ConfigParse, EmptyFileIsPureTelemetry) {
   EXPECT_TRUE(c.stats);
   EXPECT_EQ(c.run_dir, "");
   EXPECT_FALSE(c.count_passthrough);
+  EXPECT_TRUE(c.biased_locks);
   EXPECT_TRUE(c.intercept_mmap && c.intercept_shm && c.intercept_mlock && c.intercept_cuda &&
               c.intercept_ibverbs);
   EXPECT_EQ(c.default_policy.mode, Mode::kFailFast);
@@ -133,6 +134,7 @@ strict = true
 stats = false
 run_dir = "/var/run/dmashim-test"
 count_passthrough = true
+biased_locks = false
 default_mode = "timeout:2s"
 
 [intercept]
@@ -167,6 +169,7 @@ match = { call = "mmap", size = 4194304 }
   EXPECT_FALSE(c.stats);
   EXPECT_EQ(c.run_dir, "/var/run/dmashim-test");
   EXPECT_TRUE(c.count_passthrough);
+  EXPECT_FALSE(c.biased_locks);
   EXPECT_EQ(c.default_policy.mode, Mode::kTimeout);
   EXPECT_EQ(c.default_policy.timeout, absl::Seconds(2));
   EXPECT_FALSE(c.intercept_mmap);
@@ -241,6 +244,7 @@ TEST(ConfigKeyTable, DefaultTextsAreTheCodeDefaults) {
   EXPECT_EQ(explicit_defaults.stats, implicit.stats);
   EXPECT_EQ(explicit_defaults.run_dir, implicit.run_dir);
   EXPECT_EQ(explicit_defaults.count_passthrough, implicit.count_passthrough);
+  EXPECT_EQ(explicit_defaults.biased_locks, implicit.biased_locks);
   EXPECT_EQ(explicit_defaults.default_policy.mode, implicit.default_policy.mode);
   EXPECT_EQ(explicit_defaults.intercept_mmap, implicit.intercept_mmap);
   EXPECT_EQ(explicit_defaults.intercept_ibverbs, implicit.intercept_ibverbs);

@@ -55,6 +55,28 @@ TEST_F(MempoolPrefill, ConcurrentCallersBothSeeTheWholeReserve) {
   }
 }
 
+// The pool lock is biased to a thread that keeps using the pool (its hits then make no atomic
+// read-modify-write), unless the pool was made with biased_lock = false (config biased_locks).
+TEST_F(MempoolPrefill, TheLockIsBiasedToTheAllocatingThreadUnlessTurnedOff) {
+  for (bool biased : {true, false}) {
+    MempoolOptions o = HugeOptions(biased ? "biased" : "unbiased", 2, Mode::kFailFast);
+    o.biased_lock = biased;
+    auto pool = MakePool(std::move(o));
+    ASSERT_NE(pool, nullptr);
+    ASSERT_EQ(pool->Prefill(), 2u);
+    for (int i = 0; i < 20; ++i) {
+      int err = 0;
+      void* p = pool->Alloc(k2M, &err);
+      ASSERT_NE(p, nullptr) << strerror(err);
+      static_cast<char*>(p)[0] = 1;
+      ASSERT_TRUE(pool->Free(p));
+    }
+    EXPECT_EQ(pool->LockBiasedToCaller(), biased && BiasedLock::Biasable()) << "biased_lock " << biased;
+    EXPECT_EQ(Load(pool->stats().alloc_reserve), 20u);
+    EXPECT_EQ(Load(pool->stats().frees), 20u);
+  }
+}
+
 // ---- 1. Block mode never fails while the reserve covers the demand -------------------------------
 
 class MempoolBlock : public HugePoolTest {};

@@ -2,6 +2,7 @@
 // the host (one clear line on stderr per problem, then pass-through) unless `strict = true`, where
 // the process exits with that line; and a setuid program ignores every DMASHIM_* variable.
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -132,6 +133,77 @@ TEST(StrictConfigTest, StartupPrefaultThatCannotBeHadRefusesToRun) {
   EXPECT_EQ(r.exit_code, 1);
   EXPECT_EQ(r.out, "");
   EXPECT_TRUE(absl::StrContains(r.err, "pool a: prefault = \"startup\" got 0 of 2")) << r.err;
+}
+
+const char kBiasPool[] =
+    "[pool.a]\nmatch = { call = \"mmap\", hugetlb = true }\nreserve = 2\n"
+    "prefault = \"startup\"\nzero = \"none\"\nmode = \"fail-fast\"\n";
+
+// biased_locks: a thread that keeps hitting a pool gets its lock biased, and another thread's
+// revocation uses membarrier(2) — unless the process is under a seccomp filter, which may kill it
+// for that call: a filter there before the first bias, or installed after it (a sandbox set up in
+// main(), after the shim's start-up), whether it kills or refuses. Every hit is served either way.
+TEST(BiasedLocksTest, ASeccompFilterThatKillsForMembarrierNeverSeesIt) {
+  DMASHIM_REQUIRE_FREE_HUGE_PAGES(4);
+  TempDir dir;
+  struct Case {
+    const char* name;
+    const char* action;
+    const char* when;
+  } cases[] = {
+      {"kill_first", "kill", "first"},
+      {"kill_late", "kill", "late"},
+      {"errno_late", "errno", "late"},
+  };
+  for (const Case& c : cases) {
+    RunSpec spec;
+    spec.argv = {ProbePath(), "seccomp-membarrier", c.action, c.when};
+    spec.preload = true;
+    spec.config = dir.Write(std::string(c.name) + ".toml", kBiasPool);
+    spec.run_dir = dir.path() + "/run-" + c.name;
+    const RunResult r = RunProgram(spec);
+    ASSERT_EQ(r.exit_code, 0) << c.name << ": " << r.out << r.err;
+    EXPECT_EQ(r.kv.at("hits"), "860") << c.name << ": " << r.out;
+    const auto snaps = Segments(spec.run_dir);
+    ASSERT_EQ(snaps.size(), 1u) << c.name;
+    const PoolStats* s = FindPool(snaps, snaps[0].pid, "a");
+    ASSERT_NE(s, nullptr) << c.name;
+    EXPECT_EQ(Get(s->alloc_reserve), 860u) << c.name << ": every hit served by the pool";
+  }
+}
+
+// The same runs of hits without a filter, traced: by default the pool lock is biased (the process
+// registers for membarrier and revokes with it); `biased_locks = false` makes no membarrier call.
+TEST(BiasedLocksTest, BiasedLocksFalseMakesNoMembarrierCall) {
+  DMASHIM_REQUIRE_FREE_HUGE_PAGES(4);
+  TempDir dir;
+  for (bool on : {true, false}) {
+    const std::string name = on ? "on" : "off";
+    const std::string trace = dir.path() + "/trace-" + name;
+    RunSpec spec;
+    spec.argv = {"/usr/bin/strace", "-f", "-qq", "-e", "trace=membarrier", "-o", trace,
+                 ProbePath(), "seccomp-membarrier", "none", "first"};
+    spec.preload = true;
+    spec.config = dir.Write(name + ".toml", (on ? "" : "biased_locks = false\n") +
+                                                std::string(kBiasPool));
+    spec.run_dir = dir.path() + "/run-" + name;
+    const RunResult r = RunProgram(spec);
+    ASSERT_EQ(r.exit_code, 0) << name << ": " << r.out << r.err;
+    EXPECT_EQ(r.kv.at("hits"), "860") << name;
+    std::ifstream in(trace);
+    ASSERT_TRUE(in.good()) << trace;
+    int registers = 0, barriers = 0;
+    for (std::string line; std::getline(in, line);) {
+      if (absl::StrContains(line, "MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED")) ++registers;
+      else if (absl::StrContains(line, "MEMBARRIER_CMD_PRIVATE_EXPEDITED")) ++barriers;
+    }
+    if (on) {
+      EXPECT_EQ(registers, 1) << name;
+      EXPECT_GE(barriers, 1) << name << ": no bias was ever revoked";
+    } else {
+      EXPECT_EQ(registers + barriers, 0) << name;
+    }
+  }
 }
 
 // AT_SECURE: a setuid-root program run by another user. ld.so then preloads only set-user-ID

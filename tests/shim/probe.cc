@@ -4,9 +4,14 @@
 // shim preloaded and compare.
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/filter.h>
 #include <linux/memfd.h>
+#include <linux/seccomp.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <sys/syscall.h>
 #include <sys/ipc.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
@@ -403,6 +408,57 @@ int Mlock(int argc, char** argv) {
 
 }  // namespace
 
+// Under a seccomp filter that answers membarrier(2) with `action` ("kill": the process dies of
+// SIGSYS, as under a sandbox whose default is to kill; "errno": the call fails with EPERM; "none":
+// no filter), maps,
+// touches and unmaps 2 MiB 40 times on this thread, then 20 rounds of: a 2 ms pause, 40 more, and
+// one on a second thread — runs of hits that bias a pool lock (again), then another thread's lock
+// to revoke it. `when` "late": the filter comes after the first 40 hits instead of before them.
+int SeccompMembarrier(const std::string& action, const std::string& when) {
+  const bool kill = action == "kill";
+  sock_filter f[] = {
+      BPF_STMT(BPF_LD | BPF_W | BPF_ABS, offsetof(seccomp_data, nr)),
+      BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, __NR_membarrier, 0, 1),
+      BPF_STMT(BPF_RET | BPF_K, kill ? SECCOMP_RET_KILL_PROCESS : SECCOMP_RET_ERRNO | EPERM),
+      BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW),
+  };
+  sock_fprog prog = {sizeof(f) / sizeof(f[0]), f};
+  auto filter = [&] {
+    if (action == "none") return true;
+    return prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) == 0 &&
+           prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &prog) == 0;
+  };
+  const bool late = when == "late";
+  if (!late && !filter()) {
+    printf("error=seccomp_%s\n", ErrName(errno));
+    return 1;
+  }
+  std::atomic<int> hits{0};
+  auto hit = [&] {
+    void* p = MapHuge();
+    if (p == MAP_FAILED) return;
+    static_cast<volatile char*>(p)[0] = 1;
+    if (munmap(p, kHuge) == 0) ++hits;
+  };
+  for (int i = 0; i < 40; ++i) hit();
+  if (late && !filter()) {
+    printf("error=seccomp_%s\n", ErrName(errno));
+    return 1;
+  }
+  for (int round = 0; round < 20; ++round) {
+    usleep(2000);
+    for (int i = 0; i < 40; ++i) hit();
+    pthread_t t;
+    pthread_create(&t, nullptr, [](void* h) -> void* {
+      (*static_cast<decltype(hit)*>(h))();
+      return nullptr;
+    }, &hit);
+    pthread_join(t, nullptr);
+  }
+  printf("hits=%d\n", hits.load());
+  return 0;
+}
+
 int main(int argc, char** argv) {
   setvbuf(stdout, nullptr, _IOLBF, 0);
   if (argc < 2) {
@@ -425,6 +481,7 @@ int main(int argc, char** argv) {
   if (cmd == "guarantee" && argc > 2) return Guarantee(argv[2], argc > 3 ? argv[3] : "");
   if (cmd == "modes") return Modes();
   if (cmd == "mlock") return Mlock(argc - 2, argv + 2);
+  if (cmd == "seccomp-membarrier" && argc > 3) return SeccompMembarrier(argv[2], argv[3]);
   fprintf(stderr, "probe: unknown command %s\n", cmd.c_str());
   return 2;
 }
