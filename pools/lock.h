@@ -108,7 +108,9 @@ class ABSL_LOCKABLE BiasedLock {
 
  private:
   static uintptr_t ThreadTag() { return reinterpret_cast<uintptr_t>(__builtin_thread_pointer()); }
-  void LockSlow(uintptr_t self) ABSL_EXCLUSIVE_LOCK_FUNCTION() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  // Out of line: inlined, its frame (the registers it saves) would be paid by every biased Lock().
+  __attribute__((noinline)) void LockSlow(uintptr_t self) ABSL_EXCLUSIVE_LOCK_FUNCTION()
+      ABSL_NO_THREAD_SAFETY_ANALYSIS {
     lock_.Lock();
     if (bias_.load(std::memory_order_relaxed) != 0) {
       bias_.store(0, std::memory_order_relaxed);
@@ -146,7 +148,7 @@ class ABSL_LOCKABLE BiasedLock {
 #else
   static constexpr bool kBiasable = true;
 #endif
-  static inline thread_local bool t_never_bias = false;
+  static inline thread_local bool t_never_bias __attribute__((tls_model("initial-exec"))) = false;
   static constexpr uint32_t kRebiasAfter = 8;
   static constexpr uint64_t kRebiasGapNs = 1'000'000;
 

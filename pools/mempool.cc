@@ -206,6 +206,7 @@ bool Mempool::PostJobLocked(void* p, bool free_element) {
   job_.users = 1;
   job_.ends.store(JobChunks(), std::memory_order_relaxed);  // front 0, back = chunks
   job_.done.store(0, std::memory_order_relaxed);
+  NoteMaintainWorkLocked();  // the maintenance thread may help
   return true;
 }
 
@@ -306,6 +307,7 @@ size_t Mempool::Prefill() {
       FutexLockGuard l(&mu_);
       filled_ = true;
       if (elements_.size() >= reserve_) return elements_.size();
+      NoteMaintainWorkLocked();  // short: a refill, should this fill stop or fail
       // A release-and-retry is using the pages this fill would take (RefillHold): the fill stops,
       // also one already under way (the maintenance thread's, or start-up's beside it).
       if (refill_holds_ > 0) return elements_.size();
@@ -547,6 +549,7 @@ bool Mempool::FreeImpl(void* element, bool region) {
     if (options_.record_stats) BumpLocked(stats_->frees);
     if (!KeepOnFreeLocked()) {
       elements_.erase(it);
+      NoteMaintainWorkLocked();
       then = Then::kRelease;
     } else if (options_.zero == ZeroMode::kNone) {
       it->second.state = State::kFree;
@@ -555,6 +558,7 @@ bool Mempool::FreeImpl(void* element, bool region) {
     } else if (options_.zero == ZeroMode::kBackground && waiters_ == 0) {
       it->second.state = State::kFree;
       dirty_.push_back(element);
+      NoteMaintainWorkLocked();
       // One kick per run of frees: with dirty elements already listed, the maintenance thread was
       // kicked for the first of them after it last found the list empty, and it takes elements
       // until the list is empty again before it sleeps.
@@ -621,6 +625,7 @@ bool Mempool::Forget(void* element) {
   --in_use_;
   requested_bytes_ -= static_cast<int64_t>(it->second.requested);
   elements_.erase(it);
+  NoteMaintainWorkLocked();
   PublishLocked();
   return true;
 }
@@ -676,7 +681,10 @@ RangeReleased Mempool::ReleaseRangeImpl(const void* addr, size_t len, bool forge
       // top-up of the reserve right now could get that very address from the kernel. It waits.
       next_refill_ns_ = MonotonicNs() + absl::ToInt64Nanoseconds(options_.retry_interval);
     }
-    if (out.forgotten > 0 || !evicted.empty()) PublishLocked();
+    if (out.forgotten > 0 || !evicted.empty()) {
+      NoteMaintainWorkLocked();
+      PublishLocked();
+    }
   }
   for (void* p : evicted) source_.Unmap(p);
   stats_->source_releases.fetch_add(evicted.size(), std::memory_order_relaxed);
@@ -725,6 +733,7 @@ size_t Mempool::ReleaseFree(size_t count) {
       released.push_back(p);
     }
     if (!released.empty()) {
+      NoteMaintainWorkLocked();
       PublishLocked();
       // Top the reserve up again once the retried call is done.
       next_refill_ns_ = MonotonicNs() + absl::ToInt64Nanoseconds(options_.retry_interval);
@@ -755,6 +764,7 @@ ResizeResult Mempool::Resize(size_t new_reserve) {
   {
     FutexLockGuard l(&mu_);
     reserve_ = new_reserve;
+    NoteMaintainWorkLocked();
     stats_->reserve_target.store(static_cast<int64_t>(new_reserve), std::memory_order_relaxed);
     const size_t keep = options_.keep.value_or(std::max<size_t>(reserve_, 8));
     while (elements_.size() > reserve_ && FreeCountLocked() > 0 &&
@@ -781,6 +791,9 @@ bool Mempool::Maintain() {
   enum class Work { kNone, kHelp, kZero, kRefill } work = Work::kNone;
   void* p = nullptr;
   bool posted = false;
+  // Nothing happened since the last look found nothing to do (acquire: what was set under mu_
+  // before a kick is seen here after the kick).
+  if (!maintain_hint_.load(std::memory_order_acquire)) return false;
   {
     FutexLockGuard l(&mu_);
     if (job_.element != nullptr && job_.Open()) {
@@ -796,8 +809,11 @@ bool Mempool::Maintain() {
       elements_[reinterpret_cast<uintptr_t>(p)].state = State::kZeroing;
       posted = PostJobLocked(p, /*free_element=*/true);
       work = Work::kZero;
-    } else if (filled_ && elements_.size() + pending_ < reserve_ && MonotonicNs() >= next_refill_ns_) {
-      work = Work::kRefill;
+    } else if (filled_ && elements_.size() + pending_ < reserve_) {
+      // Short: looked at again each round until the refill is due (and done).
+      if (MonotonicNs() >= next_refill_ns_) work = Work::kRefill;
+    } else {
+      maintain_hint_.store(false, std::memory_order_relaxed);  // under mu_: no set is lost
     }
   }
   switch (work) {
@@ -846,6 +862,7 @@ void Mempool::ForkChild() {
   pending_ = 0;
   refill_holds_ = 0;  // a release-and-retry under way is another thread's, not in the child
   filled_ = false;  // the child rebuilds its reserve lazily
+  maintain_hint_.store(true, std::memory_order_relaxed);
   stats_->blocked_now.store(0, std::memory_order_relaxed);
   for (auto& s : stats_->waiter_start_ns) s.store(0, std::memory_order_relaxed);
   PublishLocked();

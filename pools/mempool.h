@@ -333,6 +333,11 @@ class Mempool {
   void WorkOnJob(void* p, JobRole role, bool from_back, bool mark_zeroed) ABSL_LOCKS_EXCLUDED(mu_);
   uint32_t JobChunks() const { return static_cast<uint32_t>(options_.element_size / kZeroChunk); }
   void MarkZeroed(void* element) ABSL_LOCKS_EXCLUDED(mu_);
+  void NoteMaintainWorkLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+    if (!maintain_hint_.load(std::memory_order_relaxed)) {
+      maintain_hint_.store(true, std::memory_order_relaxed);
+    }
+  }
   void MarkZeroedLocked(void* element, WakeAfterUnlock* wake) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void Observe(SlowPath what, uint64_t ns, int err) const {
     if (options_.observer != nullptr) options_.observer(options_.observer_ctx, *this, what, ns, err);
@@ -382,6 +387,11 @@ class Mempool {
   // allocating thread's hits use the lines of the fields above.
   alignas(64) ZeroJob job_;  // element and users are guarded by mu_
   std::atomic<uint64_t> chunks_shared_{0};  // chunks zeroed by a thread that joined a job
+  // Set (under mu_) by whatever may give Maintain() work — a dirty element, a posted zeroing job,
+  // an element gone or a reserve raised (a refill) — and cleared by Maintain() under mu_ when it
+  // finds none: an idle pool's upkeep then takes no lock, and so does not revoke the bias of the
+  // thread that keeps using it (a membarrier each millisecond the maintenance thread polls).
+  alignas(64) std::atomic<bool> maintain_hint_{true};
 };
 
 }  // namespace dmashim

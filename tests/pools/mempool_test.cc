@@ -77,6 +77,39 @@ TEST_F(MempoolPrefill, TheLockIsBiasedToTheAllocatingThreadUnlessTurnedOff) {
   }
 }
 
+// The maintenance thread's look at a pool with nothing to do takes no lock, so it does not revoke
+// the bias of the thread using the pool; once there is work (a raised reserve) it does.
+TEST_F(MempoolPrefill, UpkeepOfAnIdlePoolLeavesTheBiasAlone) {
+  if (!BiasedLock::Biasable()) GTEST_SKIP() << "a ThreadSanitizer build never biases";
+  MempoolOptions o = HugeOptions("idle-upkeep", 2, Mode::kFailFast);
+  o.zero = ZeroMode::kNone;
+  auto pool = MakePool(std::move(o));
+  ASSERT_NE(pool, nullptr);
+  ASSERT_EQ(pool->Prefill(), 2u);
+  auto upkeep = [&] {  // as the maintenance thread calls it
+    int worked = 0;
+    std::thread([&] {
+      BiasedLock::NeverBiasThisThread();
+      while (pool->Maintain()) ++worked;
+    }).join();
+    return worked;
+  };
+  upkeep();
+  for (int i = 0; i < 20; ++i) {
+    int err = 0;
+    void* p = pool->Alloc(k2M, &err);
+    ASSERT_NE(p, nullptr) << strerror(err);
+    ASSERT_TRUE(pool->Free(p));
+  }
+  ASSERT_TRUE(pool->LockBiasedToCaller());
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(upkeep(), 0);
+  EXPECT_TRUE(pool->LockBiasedToCaller()) << "an idle pool's upkeep revoked the bias";
+  const ResizeResult r = pool->Resize(3);  // a raised reserve: the upkeep looks (a refill?)
+  ASSERT_EQ(r.held, 3u);
+  upkeep();
+  EXPECT_FALSE(pool->LockBiasedToCaller()) << "the upkeep of a pool with work took its lock";
+}
+
 // ---- 1. Block mode never fails while the reserve covers the demand -------------------------------
 
 class MempoolBlock : public HugePoolTest {};
