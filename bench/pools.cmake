@@ -4,6 +4,7 @@ target_link_libraries(bench_pools PRIVATE dmashim_pools benchmark::benchmark Thr
 
 add_executable(bench_shim ${CMAKE_CURRENT_LIST_DIR}/shim_bench.cc)
 target_link_libraries(bench_shim PRIVATE benchmark::benchmark ${CMAKE_DL_LIBS} Threads::Threads)
+target_include_directories(bench_shim PRIVATE ${PROJECT_SOURCE_DIR})  # bench/bench_util.h
 
 # DPDK (Debian libdpdk-dev) is only needed for figure 4's peer; without it that row says so.
 find_package(PkgConfig QUIET)

@@ -18,12 +18,17 @@
 #include <memory>
 #include <thread>
 
+#include "bench/bench_util.h"
 #include "benchmark/benchmark.h"
 #include "pools/dma_pool.h"
 #include "pools/mempool.h"
 
 namespace dmashim {
 namespace {
+
+using bench::AwaitZeroing;
+using bench::Median;
+using bench::NowNs;
 
 std::unique_ptr<Mempool> MakePool(const char* name, SourceKind kind, size_t element, size_t reserve,
                                   ZeroMode zero, Mode mode = Mode::kBlock, bool record = true) {
@@ -83,19 +88,6 @@ BENCHMARK(BM_PosixMemalignFree)->Threads(1)->Threads(2)->UseRealTime();
 // returning. Each iteration makes sure the partner is asleep in the kernel (it announced its wait,
 // then 200 µs pass), then frees and measures until the partner's Alloc has returned. The peer is the
 // same protocol on a raw futex: the time from FUTEX_WAKE to the sleeper's return.
-
-uint64_t NowNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<uint64_t>(ts.tv_nsec);
-}
-
-// The middle value (the upper one of an even count); reorders `v`. 0 when empty.
-double Median(std::vector<double>* v) {
-  if (v->empty()) return 0;
-  std::nth_element(v->begin(), v->begin() + v->size() / 2, v->end());
-  return (*v)[v->size() / 2];
-}
 
 // Wake-ups on a shared 2-core VM have rare multi-millisecond outliers (the scheduler, not the
 // code); the median of each run is reported beside the mean and is what the table compares.
@@ -236,14 +228,7 @@ void HitPathTelemetry(benchmark::State& state, bool poll) {
     }
     for (int i = 0; i < kBatch; ++i) pool->FreeRegion(held[i], k2M);
     const uint64_t t = NowNs() - t0;
-    // The maintenance thread zeroes the batch meanwhile (see shim_bench.cc).
-    if (poll) {
-      const uint64_t until = NowNs() + kBatch * 400'000;
-      while (NowNs() < until) {
-      }
-    } else {
-      usleep(kBatch * 400);
-    }
+    AwaitZeroing(kBatch, poll);
     return static_cast<double>(t);
   };
   uint64_t pair = 0;

@@ -18,9 +18,14 @@
 #include <thread>
 #include <vector>
 
+#include "bench/bench_util.h"
 #include "benchmark/benchmark.h"
 
 namespace {
+
+using dmashim::bench::AwaitZeroing;
+using dmashim::bench::Median;
+using dmashim::bench::NowNs;
 
 constexpr size_t kHuge = size_t{2} << 20;
 constexpr int kHugeFlags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB;
@@ -31,21 +36,9 @@ void* KernelMmap(size_t len, int flags) {
 }
 void KernelMunmap(void* p, size_t len) { syscall(SYS_munmap, p, len); }
 
-uint64_t NowNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000 + static_cast<uint64_t>(ts.tv_nsec);
-}
-
-// The middle value of `v` (reordered), 0 when empty. Figure 1's pair is compared on the medians of
-// the per-iteration times, each side timed the same way (the kernel per call, the shim per batch of
-// 32); figure 3's on the medians of its block figures.
-template <typename T>
-double Median(std::vector<T>* v) {
-  if (v->empty()) return 0;
-  std::nth_element(v->begin(), v->begin() + v->size() / 2, v->end());
-  return static_cast<double>((*v)[v->size() / 2]);
-}
+// Figure 1's pair is compared on the medians of the per-iteration times (bench_util.h's Median),
+// each side timed the same way (the kernel per call, the shim per batch of 32); figure 3's on the
+// medians of its block figures.
 
 void Check(void* p) {
   if (p == MAP_FAILED) {
@@ -71,10 +64,8 @@ void BM_KernelHugeMapTouch(benchmark::State& state) {
 BENCHMARK(BM_KernelHugeMapTouch);
 
 // 1. Under the shim: batches of 32 map + touch + unmap from a warm pool; between batches (not
-// timed) the maintenance thread zeroes the returned elements, so every hit finds a zeroed one.
-// `poll`: the thread waits between batches on the CPU, as a polling data plane (a DPDK lcore)
-// does, instead of sleeping; while it sleeps, the maintenance thread may zero the batch on its
-// core, and the next batch's first map and unmap find their code and data gone from the caches.
+// timed) the maintenance thread zeroes the returned elements, so every hit finds a zeroed one;
+// `poll` as AwaitZeroing (bench_util.h) takes it.
 void HitBatches(benchmark::State& state, bool poll) {
   constexpr int kBatch = 32;
   void* held[kBatch];
@@ -91,15 +82,7 @@ void HitBatches(benchmark::State& state, bool poll) {
     for (int i = 0; i < kBatch; ++i) munmap(held[i], kHuge);
     each.push_back(NowNs() - t0);
     state.PauseTiming();
-    // Background zeroing of the batch: ≈ 190 µs per element here (the elements come back cold,
-    // from DRAM), so 32 need ≈ 6 ms; 400 µs each leaves the pool fully zeroed for the next batch.
-    if (poll) {
-      const uint64_t until = NowNs() + kBatch * 400'000;
-      while (NowNs() < until) {
-      }
-    } else {
-      usleep(kBatch * 400);
-    }
+    AwaitZeroing(kBatch, poll);
     state.ResumeTiming();
   }
   state.SetItemsProcessed(state.iterations() * kBatch);
