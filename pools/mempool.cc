@@ -377,10 +377,10 @@ void* Mempool::AllocImpl(size_t requested, bool region, const WaitPolicy& policy
   {
     FutexLockGuard l(&mu_);
     if ((filled_ || reserve_ == 0) && !clean_.empty()) {
-      Ready how;
-      void* hit = TryFreeListLocked(requested, region, &how);
+      // Counted first: the count's load and store then overlap the hand-out.
       if (options_.record_stats) BumpLocked(stats_->alloc_reserve);
-      return hit;
+      Ready how;
+      return TryFreeListLocked(requested, region, &how);
     }
   }
   return AllocSlow(requested, region, policy, err, abandon, ctx);
