@@ -59,7 +59,10 @@ class ABSL_LOCKABLE FutexLock {
 // "I am inside" store, which it follows with only a compiler barrier, is then visible, or the
 // owner sees the bias gone — an asymmetric Dekker), and waits for the owner to leave. The owner
 // biases the lock to itself again after 8 futex acquisitions in a row by itself, and not within
-// 1 ms of the last revocation: threads that alternate pay at most one barrier per millisecond.
+// 1 ms of the last revocation — 2, 4 … up to 1,000 ms after each revocation by an application
+// thread of a bias that served fewer than 1,024 acquisitions (back to 1 ms after one that served
+// more): threads that alternate pay one barrier a second at most, and a thread that keeps the pool
+// to itself between the maintenance thread's visits keeps its bias coming back.
 // Without membarrier (EnableHeavyBarrier: an old kernel, valgrind, a process under a seccomp filter
 // when the first bias is due), and under ThreadSanitizer (which cannot see the barrier), it is a
 // FutexLock.
@@ -72,6 +75,7 @@ class ABSL_LOCKABLE BiasedLock {
       std::atomic_signal_fence(std::memory_order_seq_cst);  // the revoker's membarrier is the rest
       if (bias_.load(std::memory_order_acquire) == self) {
         by_owner_ = true;
+        ++served_;
         return;
       }
       owner_in_.store(0, std::memory_order_release);  // revoked meanwhile
@@ -104,6 +108,8 @@ class ABSL_LOCKABLE BiasedLock {
   // this build biases at all (not under ThreadSanitizer).
   bool BiasedToMe() const { return bias_.load(std::memory_order_relaxed) == ThreadTag(); }
   uint64_t revocations() const { return revocations_.load(std::memory_order_relaxed); }
+  // Only while no thread takes the lock.
+  uint64_t rebias_gap_ns() const ABSL_NO_THREAD_SAFETY_ANALYSIS { return rebias_gap_ns_; }
   static constexpr bool Biasable() { return kBiasable; }
 
  private:
@@ -133,12 +139,21 @@ class ABSL_LOCKABLE BiasedLock {
       }
       revoked_ns_ = MonotonicNs();
       revocations_.fetch_add(1, std::memory_order_relaxed);
+      // An application thread paid for this revocation on its own path (≈ 10 µs): a bias that
+      // served too little to be worth it waits twice as long before it comes back. The
+      // maintenance thread's revocations cost no application thread anything.
+      if (served_ >= kServedWorth) {
+        rebias_gap_ns_ = kMinRebiasGapNs;
+      } else if (!t_never_bias) {
+        rebias_gap_ns_ = std::min(rebias_gap_ns_ * 2, kMaxRebiasGapNs);
+      }
     }
     if (last_ != self) {
       last_ = self;
       run_ = 1;
     } else if (++run_ % kRebiasAfter == 0 && kBiasable && biasable_ && !t_never_bias &&
-               MonotonicNs() - revoked_ns_ >= kRebiasGapNs && EnableHeavyBarrier()) {
+               MonotonicNs() - revoked_ns_ >= rebias_gap_ns_ && EnableHeavyBarrier()) {
+      served_ = 0;
       bias_.store(self, std::memory_order_relaxed);  // from this thread's next Lock()
     }
   }
@@ -150,16 +165,20 @@ class ABSL_LOCKABLE BiasedLock {
 #endif
   static inline thread_local bool t_never_bias __attribute__((tls_model("initial-exec"))) = false;
   static constexpr uint32_t kRebiasAfter = 8;
-  static constexpr uint64_t kRebiasGapNs = 1'000'000;
+  static constexpr uint64_t kMinRebiasGapNs = 1'000'000;
+  static constexpr uint64_t kMaxRebiasGapNs = 1'000'000'000;
+  static constexpr uint32_t kServedWorth = 1024;  // acquisitions ≈ one revocation's cost
 
   // The owner's fast path reads and writes only these (one line, its own while the bias stands).
   std::atomic<uintptr_t> bias_{0};     // the owner's ThreadTag(); 0: none
   std::atomic<uint32_t> owner_in_{0};  // 1 while the owner holds the lock by its bias
   bool by_owner_ = false;              // the holder took it by its bias (guarded by the lock)
+  uint32_t served_ = 0;                // acquisitions by the bias since it was set
   // The rest is written under lock_ only.
   uintptr_t last_ = 0;  // the last thread that took lock_, and how many times in a row
   uint32_t run_ = 0;
   uint64_t revoked_ns_ = 0;  // when a bias was last revoked
+  uint64_t rebias_gap_ns_ = kMinRebiasGapNs;  // no new bias sooner after a revocation
   bool biasable_ = true;
   std::atomic<uint64_t> revocations_{0};
   FutexLock lock_;

@@ -51,9 +51,44 @@ TEST(BiasedLock, AnotherThreadsLockRevokesTheBiasAndItReturnsOnlyAfterAMilliseco
   if (MonotonicNs() - t0 < 900'000) {
     EXPECT_FALSE(l.BiasedToMe());
   }
-  usleep(2000);
+  usleep(3000);  // the bias served nothing: the wait doubled to 2 ms
   TakeInARow(&l, 8);
   EXPECT_TRUE(l.BiasedToMe());
+}
+
+// The wait before a bias comes back: doubled by an application thread's revocation of a bias that
+// served little, left alone by the maintenance thread's, back to 1 ms after a bias that served
+// 1,024 acquisitions or more.
+TEST(BiasedLock, TheWaitAfterARevocationGrowsOnlyForBiasesNotWorthTheirBarrier) {
+  if (!BiasedLock::Biasable()) GTEST_SKIP() << "a ThreadSanitizer build never biases";
+  BiasedLock l;
+  auto revoke = [&](bool maintenance) {
+    std::thread([&] {
+      if (maintenance) BiasedLock::NeverBiasThisThread();
+      l.Lock();
+      l.Unlock();
+    }).join();
+  };
+  auto bias_after = [&](uint64_t wait_ns, int hold) {
+    usleep(static_cast<useconds_t>(wait_ns / 1000 + 500));
+    TakeInARow(&l, 8);
+    ASSERT_TRUE(l.BiasedToMe());
+    TakeInARow(&l, hold);
+  };
+  EXPECT_EQ(l.rebias_gap_ns(), 1'000'000u);
+  bias_after(0, 10);
+  revoke(false);
+  EXPECT_EQ(l.rebias_gap_ns(), 2'000'000u);
+  bias_after(l.rebias_gap_ns(), 10);
+  revoke(false);
+  EXPECT_EQ(l.rebias_gap_ns(), 4'000'000u);
+  bias_after(l.rebias_gap_ns(), 10);
+  revoke(true);
+  EXPECT_EQ(l.rebias_gap_ns(), 4'000'000u) << "the maintenance thread's revocation counted";
+  bias_after(l.rebias_gap_ns(), 2000);
+  revoke(false);
+  EXPECT_EQ(l.rebias_gap_ns(), 1'000'000u) << "a bias that served 2,000 acquisitions";
+  EXPECT_EQ(l.revocations(), 4u);
 }
 
 TEST(BiasedLock, AThreadMarkedNeverBiasNeverGetsIt) {
