@@ -103,14 +103,12 @@ bool EnableHeavyBarrier() {
 
 bool HeavyBarrier() {
   const int saved = errno;
-  // A filter installed since the registration (a sandbox set up in main(), after the shim's
-  // start-up) might kill the process for the call: looked for first, each time (≈ 10 µs; a
-  // revocation is at most once a millisecond per lock). Only a filter installed between this read
-  // and the call below can still do so. A fork child that was not registered again is registered.
-  const bool ok = g_heavy_barrier.load(std::memory_order_relaxed) == 1 && !UnderSeccomp() &&
-                  (syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0 ||
-                  (syscall(SYS_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0 &&
-                   syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0));
+  // A fork child registers again first (EnableHeavyBarrier). A filter installed since the
+  // registration (a sandbox set up in main(), after the shim's start-up) might kill the process
+  // for the call: looked for first, each time (≈ 10 µs; a revocation is at most once a millisecond
+  // per lock). Only a filter installed between this read and the call can still do so.
+  const bool ok = EnableHeavyBarrier() && !UnderSeccomp() &&
+                  syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0;
   if (!ok) g_heavy_barrier.store(-1, std::memory_order_relaxed);  // no further biases
   errno = saved;
   return ok;
