@@ -558,11 +558,14 @@ bool Mempool::FreeImpl(void* element, bool region) {
     } else if (options_.zero == ZeroMode::kBackground && waiters_ == 0) {
       it->second.state = State::kFree;
       dirty_.push_back(element);
-      NoteMaintainWorkLocked();
       // One kick per run of frees: with dirty elements already listed, the maintenance thread was
       // kicked for the first of them after it last found the list empty, and it takes elements
-      // until the list is empty again before it sleeps.
-      if (dirty_.size() == 1) then = Then::kWakeMaintenance;
+      // until the list is empty again before it sleeps. The hint likewise: this is the only place
+      // dirty_ grows, and Maintain() clears the hint only with dirty_ empty.
+      if (dirty_.size() == 1) {
+        NoteMaintainWorkLocked();
+        then = Then::kWakeMaintenance;
+      }
     } else {
       it->second.state = State::kZeroing;  // eager, or a waiter needs it now
       posted = PostJobLocked(element, /*free_element=*/true);
