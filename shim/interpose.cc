@@ -72,7 +72,7 @@ __attribute__((noinline)) void* MmapSlow(void* addr, size_t len, int prot, int f
   if (rt == nullptr || !rt->intercepts(Family::kMmap)) {
     return real::mmap(addr, len, prot, flags, fd, off);
   }
-  rt->NoteHookFired(Family::kMmap);
+  if (!pool_tried) rt->NoteHookFired(Family::kMmap);  // else MmapHook did
   ShimGuard guard;
   const bool fixed = (flags & (MAP_FIXED | MAP_FIXED_NOREPLACE)) != 0;
   const bool anon = (flags & MAP_ANONYMOUS) != 0;
