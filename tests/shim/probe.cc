@@ -459,6 +459,28 @@ int SeccompMembarrier(const std::string& action, const std::string& when) {
   return 0;
 }
 
+// Rounds of pool hits (map a 2 MiB huge page, touch it, unmap it), `per_round` each, after a
+// warm-up, with a pause of `pause_ms` before each round (the maintenance thread zeroes what the
+// last round freed): each round sits between two getppid(2) calls, marks for a tracer.
+int QuietHits(int rounds, int per_round, int pause_ms) {
+  int hits = 0;
+  auto hit = [&] {
+    void* p = MapHuge();
+    if (p == MAP_FAILED) return;
+    static_cast<volatile char*>(p)[0] = 1;
+    if (munmap(p, kHuge) == 0) ++hits;
+  };
+  for (int i = 0; i < 16; ++i) hit();
+  for (int round = 0; round < rounds; ++round) {
+    usleep(static_cast<useconds_t>(pause_ms) * 1000);
+    syscall(SYS_getppid);
+    for (int i = 0; i < per_round; ++i) hit();
+    syscall(SYS_getppid);
+  }
+  printf("tid=%ld hits=%d\n", static_cast<long>(syscall(SYS_gettid)), hits);
+  return 0;
+}
+
 int main(int argc, char** argv) {
   setvbuf(stdout, nullptr, _IOLBF, 0);
   if (argc < 2) {
@@ -482,6 +504,7 @@ int main(int argc, char** argv) {
   if (cmd == "modes") return Modes();
   if (cmd == "mlock") return Mlock(argc - 2, argv + 2);
   if (cmd == "seccomp-membarrier" && argc > 3) return SeccompMembarrier(argv[2], argv[3]);
+  if (cmd == "quiet-hits" && argc > 4) return QuietHits(atoi(argv[2]), atoi(argv[3]), atoi(argv[4]));
   fprintf(stderr, "probe: unknown command %s\n", cmd.c_str());
   return 2;
 }
