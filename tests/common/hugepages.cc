@@ -56,8 +56,9 @@ int WriteLong(const char* path, long value) {
 
 // What this process added to nr_hugepages (restored at exit). Guarded by Mu().
 struct Raise {
-  pid_t pid = 0;   // the process that raised (fork children inherit this and must not restore)
-  long added = 0;  // pages added in total
+  pid_t pid = 0;    // the process that raised (fork children inherit this and must not restore)
+  long added = 0;   // pages added in total
+  long before = 0;  // nr_hugepages before the first raise: the restore never goes below it
 };
 std::mutex& Mu() {
   static std::mutex* m = new std::mutex;
@@ -117,7 +118,7 @@ HugePageCheck EnsureFreeHugePages(long count) {
   Raise& raise = TheRaise();
   if (got > nr) {
     if (raise.pid != getpid()) {
-      raise = Raise{getpid(), 0};
+      raise = Raise{getpid(), 0, nr};
       atexit(RestoreHugePages);
     }
     raise.added += got - nr;
@@ -141,8 +142,10 @@ void RestoreHugePages() {
   if (raise.pid != getpid() || raise.added == 0) return;
   const long nr = ReadLong(kNrHugePages);
   // Take back only what this process added, so concurrent test processes that raised too keep
-  // theirs.
-  if (nr >= 0) WriteLong(kNrHugePages, std::max<long>(0, nr - raise.added));
+  // theirs — but never below the count found before the first raise: another process may have set
+  // the count meanwhile (a script putting back the value it saw, which undid this raise), and
+  // taking the raise off that would leave the node with fewer pages than it had.
+  if (nr >= 0) WriteLong(kNrHugePages, std::max(raise.before, nr - raise.added));
   raise.added = 0;
 }
 

@@ -5,8 +5,8 @@
 //   void SetUp() override { DMASHIM_REQUIRE_FREE_HUGE_PAGES(64); }
 //
 // The macro makes sure at least that many 2 MiB pages are free on the node, raising
-// /proc/sys/vm/nr_hugepages if it must (root only). The first raise in a process records the old
-// value and restores it when the process exits (only if nobody else changed it in between). When the
+// /proc/sys/vm/nr_hugepages if it must (root only). The process takes back what it added when it
+// exits, never going below the value it found before its first raise. When the
 // pages cannot be had, the test is skipped with a message that says why and how to fix it — except
 // under the environment variable CI=true, where it is a test failure (a CI machine without huge
 // pages is broken, not exempt). Use it in SetUp() or directly in a TEST body: like GTEST_SKIP it
@@ -46,8 +46,9 @@ struct HugePageCheck {
 // it worked. Safe to call repeatedly; only the process that raised the value restores it.
 HugePageCheck EnsureFreeHugePages(long count);
 
-// Restores nr_hugepages to what it was before this process first raised it (no-op otherwise).
-// Called automatically at exit; exposed for tests that want to restore earlier.
+// Takes back what this process added to nr_hugepages, but never below the value it found before
+// its first raise (no-op when it raised nothing). Called automatically at exit; exposed for tests
+// that want to restore earlier.
 void RestoreHugePages();
 
 // Forks a child that takes free 2 MiB huge pages and holds them.

@@ -1,8 +1,11 @@
 // Real huge-page exhaustion: a child process (HugePageHog) takes every free 2 MiB page on the node.
 #include <errno.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <atomic>
+#include <cstdio>
 #include <thread>
 #include <vector>
 
@@ -178,6 +181,40 @@ TEST(HugePageHogTest, TakesEveryFreePageAndGivesThemBack) {
   EXPECT_EQ(limited.pages(), 3);
   // The safety delay: the child lets go on its own after 1 s.
   EXPECT_TRUE(WaitFor([&] { return FreeHugePages2M() >= before - 2; }, 5000));
+}
+
+// Found when a run of the demo (which puts back the nr_hugepages it saw) overlapped a test binary
+// that had raised it while the demo's hog held every page: the binary then took its raise off the
+// demo's restored value and left the node 241 pages short. A process never restores below the
+// value it found before its first raise. Run in a child, whose exit-time restore is its own.
+TEST(HugePagesHelperTest, RestoreNeverGoesBelowTheCountBeforeTheRaise) {
+  DMASHIM_REQUIRE_FREE_HUGE_PAGES(4);
+  const long nr_before = TotalHugePages2M();
+  HugePageHog hog;  // every free page held: the child's Ensure must raise
+  ASSERT_TRUE(hog.ok()) << hog.error();
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    const HugePageCheck c = EnsureFreeHugePages(3);
+    if (!c.ok || TotalHugePages2M() < nr_before + 3) _exit(2);
+    // Another process puts back the count it saw before this raise.
+    FILE* f = fopen("/proc/sys/vm/nr_hugepages", "w");
+    if (f == nullptr || fprintf(f, "%ld\n", nr_before) <= 0 || fclose(f) != 0) _exit(3);
+    RestoreHugePages();
+    _exit(TotalHugePages2M() == nr_before ? 0 : 4);
+  }
+  int status = 0;
+  ASSERT_EQ(waitpid(pid, &status, 0), pid);
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0) << "2: no raise, 3: cannot write, 4: restored below the count";
+  EXPECT_TRUE(hog.Release());
+  EXPECT_EQ(TotalHugePages2M(), nr_before);
+  if (TotalHugePages2M() != nr_before) {  // a failed run leaves the node as it found it
+    if (FILE* f = fopen("/proc/sys/vm/nr_hugepages", "w")) {
+      fprintf(f, "%ld\n", nr_before);
+      fclose(f);
+    }
+  }
 }
 
 }  // namespace
