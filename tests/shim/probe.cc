@@ -408,6 +408,14 @@ int Mlock(int argc, char** argv) {
 
 }  // namespace
 
+// One pool hit: maps a 2 MiB huge page, touches it, unmaps it. Whether all of it worked.
+bool HugeHit() {
+  void* p = MapHuge();
+  if (p == MAP_FAILED) return false;
+  static_cast<volatile char*>(p)[0] = 1;
+  return munmap(p, kHuge) == 0;
+}
+
 // Under a seccomp filter that answers membarrier(2) with `action` ("kill": the process dies of
 // SIGSYS, as under a sandbox whose default is to kill; "errno": the call fails with EPERM; "none":
 // no filter), maps,
@@ -435,10 +443,7 @@ int SeccompMembarrier(const std::string& action, const std::string& when) {
   }
   std::atomic<int> hits{0};
   auto hit = [&] {
-    void* p = MapHuge();
-    if (p == MAP_FAILED) return;
-    static_cast<volatile char*>(p)[0] = 1;
-    if (munmap(p, kHuge) == 0) ++hits;
+    if (HugeHit()) ++hits;
   };
   for (int i = 0; i < 40; ++i) hit();
   if (late && !filter()) {
@@ -465,10 +470,7 @@ int SeccompMembarrier(const std::string& action, const std::string& when) {
 int QuietHits(int rounds, int per_round, int pause_ms) {
   int hits = 0;
   auto hit = [&] {
-    void* p = MapHuge();
-    if (p == MAP_FAILED) return;
-    static_cast<volatile char*>(p)[0] = 1;
-    if (munmap(p, kHuge) == 0) ++hits;
+    if (HugeHit()) ++hits;
   };
   for (int i = 0; i < 16; ++i) hit();
   for (int round = 0; round < rounds; ++round) {
