@@ -466,13 +466,16 @@ int SeccompMembarrier(const std::string& action, const std::string& when) {
 
 // Rounds of pool hits (map a 2 MiB huge page, touch it, unmap it), `per_round` each, after a
 // warm-up, with a pause of `pause_ms` before each round (the maintenance thread zeroes what the
-// last round freed): each round sits between two getppid(2) calls, marks for a tracer.
+// last round freed): each round sits between two getppid(2) calls, marks for a tracer. The first
+// pause is 250 ms at least: the maintenance thread, which sleeps on a 100 ms tick after helping
+// with the prefault, takes its first look at the pool (and the lock's bias) within it.
 int QuietHits(int rounds, int per_round, int pause_ms) {
   int hits = 0;
   auto hit = [&] {
     if (HugeHit()) ++hits;
   };
   for (int i = 0; i < 16; ++i) hit();
+  usleep(250'000);
   for (int round = 0; round < rounds; ++round) {
     usleep(static_cast<useconds_t>(pause_ms) * 1000);
     syscall(SYS_getppid);
