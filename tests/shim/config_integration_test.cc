@@ -211,9 +211,10 @@ TEST(BiasedLocksTest, BiasedLocksFalseMakesNoMembarrierCall) {
 // DESIGN §8 / issue 6: a pool hit — the mmap of a 2 MiB huge page from a warm pool, its first
 // touch, its munmap — makes no system call in the application's thread: no map or unmap, no clock,
 // no barrier, no sleep. strace records every call of every thread; the probe marks each of its 20
-// rounds of 4 hits with two getppid(2) calls and pauses 20 ms before each (the maintenance thread
-// zeroes the last round's elements meanwhile: a hit takes ≈ 0.1 µs, zeroing 2 MiB ≈ 50 µs, so no
-// loop of hits without pauses stays ahead of it). With zero = "none" nothing else touches the pool.
+// rounds of 4 hits with two getppid(2) calls and pauses 20 ms before each, 250 ms before the first
+// (past the maintenance thread's first look at the pool). Meanwhile the maintenance thread zeroes
+// the last round's elements: a hit takes ≈ 0.1 µs, zeroing 2 MiB ≈ 50 µs, so no loop of hits
+// without pauses stays ahead of it. With zero = "none" nothing else touches the pool after that.
 // With background zeroing the maintenance thread takes the pool's lock beside the round — its own
 // calls are its thread's — and the application thread may at most wait for that lock or kick the
 // thread awake: a futex call, never anything else.
