@@ -127,11 +127,13 @@ bool EnableHeavyBarrier() {
 
 bool HeavyBarrier() {
   const int saved = errno;
-  // A fork child registers again first (EnableHeavyBarrier). A filter installed since the
-  // registration (a sandbox set up in main(), after the shim's start-up) might kill the process
-  // for the call: looked for first, each time (≈ 10 µs; a revocation is at most once a millisecond
-  // per lock). Only a filter installed between this read and the call can still do so.
-  const bool ok = EnableHeavyBarrier() && !UnderSeccomp() &&
+  // A fork child registers again first (EnableHeavyBarrier), which looks for a filter itself. A
+  // filter installed since the registration (a sandbox set up in main(), after the shim's
+  // start-up) might kill the process for the call: looked for first, each time (≈ 10 µs; a
+  // revocation is at most once a millisecond per lock). Only a filter installed between this read
+  // and the call can still do so.
+  const bool registering = g_heavy_barrier.load(std::memory_order_acquire) == 0;
+  const bool ok = EnableHeavyBarrier() && (registering || !UnderSeccomp()) &&
                   syscall(SYS_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) == 0;
   if (!ok) g_heavy_barrier.store(-1, std::memory_order_relaxed);  // no further biases
   errno = saved;
