@@ -18,9 +18,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <memory>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -43,8 +46,14 @@ constexpr uint64_t kStartTicks = 12345;
 struct Fixture {
   std::string root, run_dir, proc_root;
   Fixture() {
-    char tmpl[] = "/tmp/dmashim-bench-XXXXXX";
-    root = mkdtemp(tmpl);
+    // Under $TMPDIR (else /tmp); main() removes it when the benchmarks are done (59 MB).
+    const char* tmp = getenv("TMPDIR");
+    std::string tmpl = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/dmashim-bench-XXXXXX";
+    if (mkdtemp(tmpl.data()) == nullptr) {
+      fprintf(stderr, "bench_exporter_scrape: cannot create %s: %s\n", tmpl.c_str(), strerror(errno));
+      abort();
+    }
+    root = tmpl;
     run_dir = root + "/run";
     proc_root = root + "/proc";
     std::filesystem::create_directories(proc_root);
@@ -105,9 +114,14 @@ struct Fixture {
   }
 };
 
+// Made by the first benchmark that needs it, removed by main() when the benchmarks are done.
+std::unique_ptr<Fixture>& SharedSlot() {
+  static std::unique_ptr<Fixture> f;
+  return f;
+}
 Fixture& Shared() {
-  static Fixture* f = new Fixture;
-  return *f;
+  if (!SharedSlot()) SharedSlot() = std::make_unique<Fixture>();
+  return *SharedSlot();
 }
 
 // A whole scrape as /metrics serves it: read 1,000 segments, merge, write the text.
@@ -182,6 +196,7 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();
+  dmashim::SharedSlot().reset();
   printf("shim memory per process besides reserves: stats segment %zu bytes (%.1f KiB); limit 1 MiB\n",
          sizeof(dmashim::SegmentFile), sizeof(dmashim::SegmentFile) / 1024.0);
   benchmark::Shutdown();

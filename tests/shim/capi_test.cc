@@ -46,11 +46,16 @@ TEST(CapiDemoTest, RunsWithAndWithoutTheShim) {
 class CapiTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    static TempDir* dir = new TempDir;
-    setenv("DMASHIM_CONFIG", dir->Write("dmashim.toml", kConfig).c_str(), 1);
-    setenv("DMASHIM_RUN_DIR", (dir->path() + "/run").c_str(), 1);
+    dir_ = new TempDir;
+    setenv("DMASHIM_CONFIG", dir_->Write("dmashim.toml", kConfig).c_str(), 1);
+    setenv("DMASHIM_RUN_DIR", (dir_->path() + "/run").c_str(), 1);
     EnsureFreeHugePages(8);
     handle_ = dlopen(ShimPath().c_str(), RTLD_NOW | RTLD_LOCAL);
+  }
+  // The shim stays loaded (and its pool mapped): only the scratch directory goes.
+  static void TearDownTestSuite() {
+    delete dir_;
+    dir_ = nullptr;
   }
   void SetUp() override {
     DMASHIM_REQUIRE_FREE_HUGE_PAGES(8);
@@ -72,6 +77,7 @@ class CapiTest : public ::testing::Test {
     ASSERT_NE(pool_, nullptr);
   }
 
+  static TempDir* dir_;
   static void* handle_;
   dmashim_pool* pool_ = nullptr;
   decltype(&dmashim_pool_find) dmashim_pool_find_;
@@ -85,6 +91,7 @@ class CapiTest : public ::testing::Test {
   decltype(&dmashim_scope_begin) dmashim_scope_begin_;
   decltype(&dmashim_scope_end) dmashim_scope_end_;
 };
+TempDir* CapiTest::dir_ = nullptr;
 void* CapiTest::handle_ = nullptr;
 
 TEST_F(CapiTest, UnknownPoolIsEnoent) {

@@ -14,6 +14,7 @@
 
 #include <cstdio>
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
 #include <map>
 #include <fstream>
@@ -21,6 +22,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_split.h"
 #include "exporter/summary.h"
+#include "gtest/gtest.h"
 
 namespace dmashim::testing {
 namespace {
@@ -62,6 +64,20 @@ bool EveryoneCanReach(const std::string& path) {
   return true;
 }
 
+// TempDirs not yet destroyed. A test binary whose tests are all done with one still alive would
+// leave it in /tmp (a suite-wide directory held by a leaked pointer did, once per process).
+std::atomic<int> g_live_temp_dirs{0};
+
+class NoTempDirOutlivesTheTests : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    EXPECT_EQ(g_live_temp_dirs.load(), 0) << "a TempDir outlived the tests: it would be left in /tmp "
+                                      "(destroy suite-wide ones in TearDownTestSuite)";
+  }
+};
+[[maybe_unused]] ::testing::Environment* const g_temp_dir_check =
+    ::testing::AddGlobalTestEnvironment(new NoTempDirOutlivesTheTests);
+
 }  // namespace
 
 std::string ReachableByEveryone(const std::string& path) {
@@ -92,11 +108,13 @@ TempDir::TempDir() {
   char tmpl[] = "/tmp/dmashim-test-XXXXXX";
   path_ = mkdtemp(tmpl);
   chmod(path_.c_str(), 0755);
+  ++g_live_temp_dirs;
 }
 
 TempDir::~TempDir() {
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
+  --g_live_temp_dirs;
 }
 
 std::string TempDir::Write(const std::string& name, const std::string& text) const {
