@@ -4,6 +4,7 @@
 // MAP_FIXED over a reservation, a hugetlbfs file mapped or fallocated, a memfd_create(MFD_HUGETLB)
 // fd, SysV SHM_HUGETLB). And the three modes are each observable from outside when no reserve is
 // left.
+#include <sched.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 
@@ -37,6 +38,10 @@ class GuaranteeTest : public ::testing::TestWithParam<const char*> {
     DMASHIM_REQUIRE_FREE_HUGE_PAGES(16);
     mnt_ = dir_.path() + "/hugetlbfs";
     mkdir(mnt_.c_str(), 0755);
+    // In a mount namespace of this thread's own (the probes it forks inherit it), with nothing
+    // propagated back: the mount dies with this process even when it is killed before TearDown.
+    ASSERT_EQ(unshare(CLONE_NEWNS), 0) << strerror(errno);
+    ASSERT_EQ(mount("none", "/", nullptr, MS_REC | MS_PRIVATE, nullptr), 0) << strerror(errno);
     ASSERT_EQ(mount("none", mnt_.c_str(), "hugetlbfs", 0, "pagesize=2M"), 0) << strerror(errno);
     mounted_ = true;
   }
