@@ -190,6 +190,10 @@ TEST(HugePageHogTest, TakesEveryFreePageAndGivesThemBack) {
 TEST(HugePagesHelperTest, RestoreNeverGoesBelowTheCountBeforeTheRaise) {
   DMASHIM_REQUIRE_FREE_HUGE_PAGES(4);
   const long nr_before = TotalHugePages2M();
+  auto put_back = [nr_before] {  // as another process that puts back the count it saw
+    FILE* f = fopen("/proc/sys/vm/nr_hugepages", "w");
+    return f != nullptr && fprintf(f, "%ld\n", nr_before) > 0 && fclose(f) == 0;
+  };
   HugePageHog hog;  // every free page held: the child's Ensure must raise
   ASSERT_TRUE(hog.ok()) << hog.error();
   const pid_t pid = fork();
@@ -197,9 +201,7 @@ TEST(HugePagesHelperTest, RestoreNeverGoesBelowTheCountBeforeTheRaise) {
   if (pid == 0) {
     const HugePageCheck c = EnsureFreeHugePages(3);
     if (!c.ok || TotalHugePages2M() < nr_before + 3) _exit(2);
-    // Another process puts back the count it saw before this raise.
-    FILE* f = fopen("/proc/sys/vm/nr_hugepages", "w");
-    if (f == nullptr || fprintf(f, "%ld\n", nr_before) <= 0 || fclose(f) != 0) _exit(3);
+    if (!put_back()) _exit(3);  // the count from before this raise
     RestoreHugePages();
     _exit(TotalHugePages2M() == nr_before ? 0 : 4);
   }
@@ -209,12 +211,7 @@ TEST(HugePagesHelperTest, RestoreNeverGoesBelowTheCountBeforeTheRaise) {
   EXPECT_EQ(WEXITSTATUS(status), 0) << "2: no raise, 3: cannot write, 4: restored below the count";
   EXPECT_TRUE(hog.Release());
   EXPECT_EQ(TotalHugePages2M(), nr_before);
-  if (TotalHugePages2M() != nr_before) {  // a failed run leaves the node as it found it
-    if (FILE* f = fopen("/proc/sys/vm/nr_hugepages", "w")) {
-      fprintf(f, "%ld\n", nr_before);
-      fclose(f);
-    }
-  }
+  if (TotalHugePages2M() != nr_before) put_back();  // a failed run leaves the node as it found it
 }
 
 }  // namespace
