@@ -115,13 +115,10 @@ struct Fixture {
 };
 
 // Made by the first benchmark that needs it, removed by main() when the benchmarks are done.
-std::unique_ptr<Fixture>& SharedSlot() {
-  static std::unique_ptr<Fixture> f;
-  return f;
-}
+std::unique_ptr<Fixture> g_shared;
 Fixture& Shared() {
-  if (!SharedSlot()) SharedSlot() = std::make_unique<Fixture>();
-  return *SharedSlot();
+  if (!g_shared) g_shared = std::make_unique<Fixture>();
+  return *g_shared;
 }
 
 // A whole scrape as /metrics serves it: read 1,000 segments, merge, write the text.
@@ -196,7 +193,7 @@ int main(int argc, char** argv) {
   benchmark::Initialize(&argc, argv);
   if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
   benchmark::RunSpecifiedBenchmarks();
-  dmashim::SharedSlot().reset();
+  dmashim::g_shared.reset();
   printf("shim memory per process besides reserves: stats segment %zu bytes (%.1f KiB); limit 1 MiB\n",
          sizeof(dmashim::SegmentFile), sizeof(dmashim::SegmentFile) / 1024.0);
   benchmark::Shutdown();
