@@ -13,8 +13,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -94,6 +96,84 @@ void BM_ShimHugeMapTouch(benchmark::State& state) { HitBatches(state, /*poll=*/f
 BENCHMARK(BM_ShimHugeMapTouch)->Iterations(200);
 void BM_ShimPollingHugeMapTouch(benchmark::State& state) { HitBatches(state, /*poll=*/true); }
 BENCHMARK(BM_ShimPollingHugeMapTouch)->Iterations(200);
+
+// 1. (limit) Figure 1's batches with no pool code at all: 48 huge pages mapped past the shim on a
+// stack; a hit pops one, prefetches the next four for writing (as the pool's hit does), touches
+// it, and the batch pushes them back — at once (arg 0: the elements are not zeroed, as with
+// zero = "none"), or onto a list that a second thread zeroes between batches, newest first, and
+// stacks again (arg 1: the maintenance thread's part of background zeroing). The difference is
+// what a batch pays to reach memory the other core just wrote, whatever a pool does around it.
+void BM_HandoffLimit(benchmark::State& state) {
+  const bool zeroed = state.range(0) != 0;
+  constexpr int kElements = 48, kBatch = 32, kAhead = 4;
+  char* base = static_cast<char*>(KernelMmap(kElements * kHuge, kHugeFlags));
+  Check(base);
+  memset(base, 0, kElements * kHuge);
+  // The zeroing thread writes the stack and its count; the benchmark thread reads them.
+  struct alignas(64) Stack {
+    char* v[kElements];
+    std::atomic<int> n{0};
+  };
+  auto clean = std::make_unique<Stack>();
+  auto dirty = std::make_unique<Stack>();
+  for (int i = 0; i < kElements; ++i) clean->v[i] = base + i * kHuge;
+  clean->n.store(kElements, std::memory_order_relaxed);
+  alignas(64) std::atomic<uint32_t> go{0};
+  alignas(64) std::atomic<uint32_t> done{0};
+  constexpr uint32_t kStop = ~0u;
+  std::thread zeroer([&] {
+    for (uint32_t seen = 0;;) {
+      go.wait(seen, std::memory_order_acquire);  // sleeps, as the maintenance thread does
+      seen = go.load(std::memory_order_acquire);
+      if (seen == kStop) return;
+      int n = clean->n.load(std::memory_order_relaxed);
+      for (int i = dirty->n.load(std::memory_order_relaxed) - 1; i >= 0; --i) {
+        memset(dirty->v[i], 0, kHuge);
+        clean->v[n++] = dirty->v[i];
+      }
+      dirty->n.store(0, std::memory_order_relaxed);
+      clean->n.store(n, std::memory_order_release);
+      done.store(seen, std::memory_order_release);
+    }
+  });
+  std::vector<uint64_t> each;
+  each.reserve(state.max_iterations);
+  uint32_t round = 0;
+  for (auto _ : state) {
+    char* held[kBatch];
+    const uint64_t t0 = NowNs();
+    int n = clean->n.load(std::memory_order_acquire);
+    for (int i = 0; i < kBatch; ++i) {
+      char* p = clean->v[--n];
+      __builtin_prefetch(p, 1, 3);
+      for (int k = 1; k <= kAhead && k <= n; ++k) __builtin_prefetch(clean->v[n - k], 1, 3);
+      *static_cast<volatile char*>(p) = 1;
+      held[i] = p;
+    }
+    Stack& back = zeroed ? *dirty : *clean;
+    int m = zeroed ? 0 : n;
+    for (int i = 0; i < kBatch; ++i) back.v[m++] = held[i];
+    if (zeroed) clean->n.store(n, std::memory_order_relaxed);
+    back.n.store(m, std::memory_order_release);
+    each.push_back(NowNs() - t0);
+    state.PauseTiming();
+    if (zeroed) {
+      go.store(++round, std::memory_order_release);
+      go.notify_one();
+    }
+    AwaitZeroing(kBatch, /*poll=*/true);
+    while (zeroed && done.load(std::memory_order_acquire) != round) {
+    }
+    state.ResumeTiming();
+  }
+  go.store(kStop, std::memory_order_release);
+  go.notify_one();
+  zeroer.join();
+  KernelMunmap(base, kElements * kHuge);
+  state.SetItemsProcessed(state.iterations() * kBatch);
+  state.counters["median_ns"] = Median(&each);  // per batch, as figure 1's
+}
+BENCHMARK(BM_HandoffLimit)->Arg(0)->Arg(1)->Iterations(200);
 
 // 2. Sustained: map, write every 4 KiB page, unmap — as fast as possible, no pauses.
 void WriteEveryPage(volatile char* p) {
