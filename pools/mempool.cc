@@ -62,10 +62,18 @@ Mempool::Mempool(MempoolOptions options, PoolStats* stats, const SysCalls* sys)
 }
 
 Mempool::~Mempool() {
-  UnregisterPool(this);
+  UnregisterPool(this);  // the maintenance thread is not in ZeroQueued() from here on
   FutexLockGuard l(&mu_);
   for (void* p : clean_) source_.Unmap(p);
   for (void* p : dirty_) source_.Unmap(p);
+  // Queued for zeroing, zeroed or not yet (not those evicted meanwhile).
+  for (uint32_t at = taken_; at != queued_.load(std::memory_order_relaxed); ++at) {
+    void* p = queue_[at % kQueue];
+    auto it = elements_.find(reinterpret_cast<uintptr_t>(p));
+    if (it != elements_.end() && it->second.state == State::kQueued && it->second.queued_at == at) {
+      source_.Unmap(p);
+    }
+  }
 }
 
 size_t Mempool::reserve() const {
@@ -80,7 +88,7 @@ size_t Mempool::keep() const {
 
 size_t Mempool::free_zeroed() const {
   FutexLockGuard l(&mu_);
-  return clean_.size();
+  return clean_.size() + (zeroed_upto_.load(std::memory_order_acquire) - taken_) - queue_stale_;
 }
 
 void Mempool::InitRecord(PoolStats* s) const {
@@ -127,11 +135,62 @@ static inline void PrefetchForWrite(const void* p) {
 void Mempool::Zero(void* p) const { memset(p, 0, options_.element_size); }
 
 void* Mempool::PopAnyFreeLocked() {
+  void* p = nullptr;
+  if (dirty_.empty() && TakeQueuedLocked(&p) != nullptr) return p;
   std::vector<void*>& from = dirty_.empty() ? clean_ : dirty_;
   if (from.empty()) return nullptr;
-  void* p = from.back();
+  p = from.back();
   from.pop_back();
   return p;
+}
+
+bool Mempool::QueueForZeroingLocked(Element& e, void* element, bool* kick) {
+  const uint32_t at = queued_.load(std::memory_order_relaxed);
+  // The queue serves a pool that still has clean elements to hand out while these are zeroed. One
+  // that has none puts them on the dirty list, where an allocator that finds nothing clean takes
+  // one and zeroes it with the maintenance thread's help, instead of waiting for its turn here.
+  if (at - taken_ >= kQueue || clean_.empty()) return false;
+  e.state = State::kQueued;
+  e.queued_at = at;
+  queue_[at % kQueue] = element;
+  queued_.store(at + 1, std::memory_order_release);
+  // The maintenance thread had zeroed everything queued before: it may be asleep, so it is woken
+  // (once per run of frees). Otherwise it is still zeroing and looks at queued_ again when done —
+  // unless it did so just before this store and this load missed its last zeroed_upto_ store (no
+  // fence on either side): then its next poll, within a millisecond, finds the element.
+  *kick = zeroed_upto_.load(std::memory_order_relaxed) == at;
+  return true;
+}
+
+Mempool::Element* Mempool::TakeQueuedLocked(void** element) {
+  const uint32_t upto = zeroed_upto_.load(std::memory_order_acquire);
+  while (taken_ != upto) {
+    const uint32_t at = taken_++;
+    void* p = queue_[at % kQueue];
+    auto it = elements_.find(reinterpret_cast<uintptr_t>(p));
+    if (it != elements_.end() && it->second.state == State::kQueued && it->second.queued_at == at) {
+      *element = p;
+      return &it->second;
+    }
+    --queue_stale_;  // evicted after its zeroing (ReleaseRange); the address may be mapped anew
+  }
+  return nullptr;
+}
+
+bool Mempool::ZeroQueued() {
+  if (queued_.load(std::memory_order_relaxed) == zeroed_upto_.load(std::memory_order_relaxed) ||
+      queue_busy_.exchange(true, std::memory_order_acquire)) {
+    return false;
+  }
+  const uint32_t at = zeroed_upto_.load(std::memory_order_relaxed);
+  const bool work = queued_.load(std::memory_order_acquire) != at;
+  if (work) {
+    Zero(queue_[at % kQueue]);
+    zeroed_upto_.store(at + 1, std::memory_order_release);
+  }
+  queue_busy_.store(false, std::memory_order_release);
+  if (work) wake_.Notify(1);  // a waiter may take it
+  return work;
 }
 
 void Mempool::HandOutLocked(Element& e, size_t requested, bool region) {
@@ -147,21 +206,39 @@ void Mempool::HandOutLocked(Element& e, size_t requested, bool region) {
   }
 }
 
-void* Mempool::TryFreeListLocked(size_t requested, bool region, Ready* how) {
+void* Mempool::TakeCleanLocked(size_t requested, bool region) {
   void* p = nullptr;
-  *how = Ready::kClean;
-  if (!clean_.empty()) {
-    p = clean_.back();
-    clean_.pop_back();
-    // The element's first line was last written by the maintenance thread, which zeroed it on
-    // another core: a first touch there is a cross-core transfer (≈ 55 ns here, most of a hit).
-    // Ask for it now, to overlap the rest of the map, and for the next few clean elements'
-    // first lines, which the next hits then find in this core's cache — as the kernel zeroes the
-    // faulting subpage of a huge page last, to leave it cache-hot.
+  if (Element* e = TakeQueuedLocked(&p)) {
+    // As below: the element's first line and the next zeroed ones' are asked for now.
     PrefetchForWrite(p);
-    const size_t n = clean_.size();
-    for (size_t i = 1; i <= kPrefetchAhead && i <= n; ++i) PrefetchForWrite(clean_[n - i]);
-  } else if (job_.element != nullptr && job_.free_element) {
+    const uint32_t upto = zeroed_upto_.load(std::memory_order_relaxed);
+    for (uint32_t i = 0; i < kPrefetchAhead && taken_ + i != upto; ++i) {
+      PrefetchForWrite(queue_[(taken_ + i) % kQueue]);
+    }
+    HandOutLocked(*e, requested, region);
+    return p;
+  }
+  if (clean_.empty()) return nullptr;
+  p = clean_.back();
+  clean_.pop_back();
+  // The element's first line was last written by the maintenance thread, which zeroed it on
+  // another core: a first touch there is a cross-core transfer (≈ 55 ns here, most of a hit).
+  // Ask for it now, to overlap the rest of the map, and for the next few clean elements'
+  // first lines, which the next hits then find in this core's cache — as the kernel zeroes the
+  // faulting subpage of a huge page last, to leave it cache-hot.
+  PrefetchForWrite(p);
+  const size_t n = clean_.size();
+  for (size_t i = 1; i <= kPrefetchAhead && i <= n; ++i) PrefetchForWrite(clean_[n - i]);
+  // The use gauges: the caller counts the hand-out (alloc_reserve) or publishes them.
+  HandOutLocked(elements_.find(reinterpret_cast<uintptr_t>(p))->second, requested, region);
+  return p;
+}
+
+void* Mempool::TryFreeListLocked(size_t requested, bool region, Ready* how) {
+  *how = Ready::kClean;
+  if (void* p = TakeCleanLocked(requested, region)) return p;
+  void* p = nullptr;
+  if (job_.element != nullptr && job_.free_element) {
     // An element another thread is zeroing after its free: taking it and helping finish it is
     // faster than zeroing one from scratch, and far faster than mapping a new page. Its zeroer's
     // MarkZeroedLocked then finds it in use and leaves it.
@@ -376,11 +453,16 @@ void* Mempool::AllocImpl(size_t requested, bool region, const WaitPolicy& policy
   // fill, an element to zero or join, the source, a wait — is the slow path's, which looks again.
   {
     FutexLockGuard l(&mu_);
-    if ((filled_ || reserve_ == 0) && !clean_.empty()) {
+    if ((filled_ || reserve_ == 0) &&
+        (!clean_.empty() || taken_ != zeroed_upto_.load(std::memory_order_relaxed))) {
       // Counted first: the count's load and store then overlap the hand-out.
       if (options_.record_stats) BumpLocked(stats_->alloc_reserve);
-      Ready how;
-      return TryFreeListLocked(requested, region, &how);
+      if (void* p = TakeCleanLocked(requested, region)) return p;
+      // Only zeroed queue positions whose elements were evicted meanwhile: not a hit after all.
+      if (options_.record_stats) {
+        Counter& c = stats_->alloc_reserve;
+        c.store(c.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+      }
     }
   }
   return AllocSlow(requested, region, policy, err, abandon, ctx);
@@ -404,6 +486,23 @@ void* Mempool::AllocSlow(size_t requested, bool region, const WaitPolicy& policy
     FutexLockGuard l(&mu_);
     hit = TryFreeListLocked(requested, region, &how);
     if (hit != nullptr) BumpLocked(stats_->alloc_reserve);
+  }
+  // Elements queued for zeroing and nothing else free: this thread zeroes the next one itself, or
+  // waits for the thread zeroing it — as it would zero a dirty element — rather than map a new
+  // page (or fail, in fail-fast mode, with the source exhausted and an element about to be ready).
+  for (int spin = 0; hit == nullptr && QueueUnzeroed(); ++spin) {
+    if (!ZeroQueued()) {
+      if (spin < 1000) {
+#if defined(__x86_64__)
+        __builtin_ia32_pause();
+#endif
+      } else {
+        sched_yield();
+      }
+    }
+    FutexLockGuard l(&mu_);
+    hit = TryFreeListLocked(requested, region, &how);
+    if (hit != nullptr && options_.record_stats) BumpLocked(stats_->alloc_reserve);
   }
   // Outside the lock: an element that still needs zeroing is zeroed here, with the pool free.
   if (hit != nullptr) return Finish(hit, how);
@@ -556,15 +655,20 @@ bool Mempool::FreeImpl(void* element, bool region) {
       clean_.push_back(element);
       WakeOneLocked(&wake);
     } else if (options_.zero == ZeroMode::kBackground && waiters_ == 0) {
-      it->second.state = State::kFree;
-      dirty_.push_back(element);
-      // One kick per run of frees: with dirty elements already listed, the maintenance thread was
-      // kicked for the first of them after it last found the list empty, and it takes elements
-      // until the list is empty again before it sleeps. The hint likewise: this is the only place
-      // dirty_ grows, and Maintain() clears the hint only with dirty_ empty.
-      if (dirty_.size() == 1) {
-        NoteMaintainWorkLocked();
-        then = Then::kWakeMaintenance;
+      bool kick = false;
+      if (QueueForZeroingLocked(it->second, element, &kick)) {
+        if (kick) then = Then::kWakeMaintenance;
+      } else {
+        it->second.state = State::kFree;
+        dirty_.push_back(element);
+        // One kick per run of frees: with dirty elements already listed, the maintenance thread
+        // was kicked for the first of them after it last found the list empty, and it takes
+        // elements until the list is empty again before it sleeps. The hint likewise: this is the
+        // only place dirty_ grows, and Maintain() clears the hint only with dirty_ empty.
+        if (dirty_.size() == 1) {
+          NoteMaintainWorkLocked();
+          then = Then::kWakeMaintenance;
+        }
       }
     } else {
       it->second.state = State::kZeroing;  // eager, or a waiter needs it now
@@ -651,12 +755,19 @@ RangeReleased Mempool::ReleaseRangeImpl(const void* addr, size_t len, bool forge
     // thread would let it write into whatever the caller maps there next.
     std::vector<uintptr_t> hit = OverlappingLocked(lo, hi);
     auto zeroing_overlap = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      const uint32_t zeroed = zeroed_upto_.load(std::memory_order_acquire) - taken_;
       for (uintptr_t a : hit) {
         auto it = elements_.find(a);
-        if (it != elements_.end() && it->second.state == State::kZeroing) return true;
+        if (it == elements_.end()) continue;
+        if (it->second.state == State::kZeroing) return true;
+        // Queued, and not zeroed yet: the maintenance thread is about to write it.
+        if (it->second.state == State::kQueued && it->second.queued_at - taken_ >= zeroed) {
+          return true;
+        }
       }
       return false;
     };
+    if (evict && zeroing_overlap()) WakeMaintenance();  // polled within 1 ms anyway
     while (evict && zeroing_overlap()) {
       PauseLocked();
       hit = OverlappingLocked(lo, hi);
@@ -671,7 +782,8 @@ RangeReleased Mempool::ReleaseRangeImpl(const void* addr, size_t len, bool forge
         requested_bytes_ -= static_cast<int64_t>(e.requested);
         elements_.erase(it);
         ++out.forgotten;
-      } else if (evict && e.state == State::kFree) {
+      } else if (evict && (e.state == State::kFree || e.state == State::kQueued)) {
+        if (e.state == State::kQueued) ++queue_stale_;  // skipped when its position is taken
         evicted.push_back(reinterpret_cast<void*>(a));
         elements_.erase(it);
       }
@@ -773,6 +885,7 @@ ResizeResult Mempool::Resize(size_t new_reserve) {
     while (elements_.size() > reserve_ && FreeCountLocked() > 0 &&
            (FreeCountLocked() > keep || elements_.size() > std::max(reserve_, keep))) {
       void* p = PopAnyFreeLocked();
+      if (p == nullptr) break;  // the rest are queued for zeroing
       elements_.erase(reinterpret_cast<uintptr_t>(p));
       surplus.push_back(p);
     }
@@ -794,6 +907,9 @@ bool Mempool::Maintain() {
   enum class Work { kNone, kHelp, kZero, kRefill } work = Work::kNone;
   void* p = nullptr;
   bool posted = false;
+  // The zeroing queue first, without the pool lock — unless an allocator is zeroing an element it
+  // needs now and could use help (the lock's path below).
+  if (!job_.Open() && ZeroQueued()) return true;
   // Nothing happened since the last look found nothing to do (acquire: what was set under mu_
   // before a kick is seen here after the kick).
   if (!maintain_hint_.load(std::memory_order_acquire)) return false;
@@ -859,6 +975,11 @@ void Mempool::ForkChild() {
   }
   clean_.clear();
   dirty_.clear();
+  queued_.store(0, std::memory_order_relaxed);  // its elements were free: erased above
+  zeroed_upto_.store(0, std::memory_order_relaxed);
+  queue_busy_.store(false, std::memory_order_relaxed);
+  taken_ = 0;
+  queue_stale_ = 0;
   job_.element = nullptr;  // its zeroing threads are not in the child
   job_.users = 0;
   waiters_ = 0;

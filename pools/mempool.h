@@ -224,12 +224,14 @@ class Mempool {
   bool LockBiasedToCaller() const { return mu_.BiasedToMe(); }
 
  private:
-  enum class State : uint8_t { kFree, kInUse, kZeroing };
+  // kQueued: freed into the zeroing queue (background zeroing, below) at position `queued_at`.
+  enum class State : uint8_t { kFree, kInUse, kZeroing, kQueued };
   struct Element {
     State state = State::kFree;
     bool inherit_applied = true;  // the kernel's default: DOFORK
     bool region = false;          // in use as an interposer's mmap region (AllocRegion)
     bool prot_changed = false;    // a region whose protection the application changed
+    uint32_t queued_at = 0;       // kQueued: its position in the zeroing queue
     size_t requested = 0;
   };
 
@@ -258,6 +260,8 @@ class Mempool {
   // Marks `e` handed out for a request of `requested` bytes. The caller counts the allocation in
   // the same critical section (or publishes the use gauges): see PublishUseLocked.
   void HandOutLocked(Element& e, size_t requested, bool region) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // A free element that needs no zeroing (queued and zeroed, or clean), handed out; else nullptr.
+  void* TakeCleanLocked(size_t requested, bool region) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   void* TryFreeListLocked(size_t requested, bool region, Ready* how)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes a free element if one appeared, else maps a new one (within `max`).
@@ -305,8 +309,25 @@ class Mempool {
   };
   void WakeOneLocked(WakeAfterUnlock* wake) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   size_t FreeCountLocked() const ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-    return clean_.size() + dirty_.size();
+    return clean_.size() + dirty_.size() + (queued_.load(std::memory_order_relaxed) - taken_) -
+           queue_stale_;
   }
+  // Background zeroing's queue, kept outside the pool lock by the maintenance thread (below).
+  // Queues a freed element when there is room and the pool still has clean elements to hand out
+  // meanwhile; false: it goes on the dirty list instead. Returns through `kick` whether the
+  // maintenance thread had finished everything queued before (and may be asleep).
+  bool QueueForZeroingLocked(Element& e, void* element, bool* kick)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Takes the next zeroed element from the queue (skipping positions whose element was evicted
+  // meanwhile), or nullptr; the caller hands it out or releases it.
+  Element* TakeQueuedLocked(void** element) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Zeroes the next queued element (the maintenance thread's work; an allocator that finds
+  // nothing else free does it too). False when none is queued or another thread is zeroing one.
+  bool ZeroQueued();
+  bool QueueUnzeroed() const {
+    return queued_.load(std::memory_order_acquire) != zeroed_upto_.load(std::memory_order_acquire);
+  }
+  // Takes a free element that no other thread is writing (not one still queued for zeroing).
   void* PopAnyFreeLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Lets go of the pool lock for 50 µs, for a wait on another thread's work in flight (a source
   // call, a zeroing) that sends no wake-up.
@@ -353,6 +374,10 @@ class Mempool {
   absl::flat_hash_map<uintptr_t, Element> elements_ ABSL_GUARDED_BY(mu_);
   std::vector<void*> clean_ ABSL_GUARDED_BY(mu_);  // free, zeroed (or zero = none)
   std::vector<void*> dirty_ ABSL_GUARDED_BY(mu_);  // free, to be zeroed before reuse
+  // The zeroing queue's next position to take, and how many zeroed positions ahead of it hold an
+  // element evicted meanwhile (queue_, below).
+  uint32_t taken_ ABSL_GUARDED_BY(mu_) = 0;
+  uint32_t queue_stale_ ABSL_GUARDED_BY(mu_) = 0;
   size_t reserve_ ABSL_GUARDED_BY(mu_);
   size_t in_use_ ABSL_GUARDED_BY(mu_) = 0;
   size_t pending_ ABSL_GUARDED_BY(mu_) = 0;  // source calls in flight
@@ -387,6 +412,21 @@ class Mempool {
   // allocating thread's hits use the lines of the fields above.
   alignas(64) ZeroJob job_;  // element and users are guarded by mu_
   std::atomic<uint64_t> chunks_shared_{0};  // chunks zeroed by a thread that joined a job
+  // Background zeroing without the pool lock on the maintenance thread's side — its taking the
+  // lock for each element revoked the lock's bias (BiasedLock) and wrote the free lists and the
+  // element table, all of which the allocating thread's next hits then had to fetch from the other
+  // core (bench/RESULTS.md, figure 1). A thread that frees an element under mu_ writes it into
+  // queue_[position % kQueue] and publishes queued_; the maintenance thread zeroes the positions in
+  // order and publishes zeroed_upto_ (an allocator that finds nothing else free zeroes the next
+  // one itself: whoever holds queue_busy_ does); a thread under mu_ takes zeroed positions from
+  // taken_ (hands them out, or releases them). The maintenance thread reads queue_ and queued_ and
+  // writes only zeroed_upto_ (and the elements' memory). Positions wrap (uint32_t differences);
+  // at most kQueue are queued and not yet taken, so a slot is rewritten only after it was taken.
+  static constexpr uint32_t kQueue = 64;
+  alignas(64) void* queue_[kQueue] = {};  // written under mu_ before queued_ moves past the slot
+  alignas(64) std::atomic<uint32_t> queued_{0};       // written under mu_
+  alignas(64) std::atomic<uint32_t> zeroed_upto_{0};  // written by the holder of queue_busy_
+  std::atomic<bool> queue_busy_{false};  // a thread in ZeroQueued (tests call Maintain() too)
   // Set (under mu_) by whatever may give Maintain() work — a dirty element, a posted zeroing job,
   // an element gone or a reserve raised (a refill) — and cleared by Maintain() under mu_ when it
   // finds none: an idle pool's upkeep then takes no lock, and so does not revoke the bias of the

@@ -395,6 +395,17 @@ class MempoolZero : public HugePoolTest {
     o.zero = zero;
     return MakePool(o);
   }
+  // Allocates an element, checks that it comes zeroed and fills it: the element, or nullptr after
+  // a failed assertion.
+  static void* UseOnceHeld(Mempool* pool, int round) {
+    int err = 0;
+    void* a = pool->Alloc(k2M, &err);
+    EXPECT_NE(a, nullptr) << "round " << round << ": " << strerror(err);
+    if (a == nullptr) return nullptr;
+    EXPECT_TRUE(AllZero(a, k2M)) << "round " << round << ": handed out dirty";
+    memset(a, 0x40 + round % 64, k2M);
+    return a;
+  }
   // One use of an element: allocate it, check that it comes zeroed, fill it with `fill`, free it.
   // Returns the element (still the pool's), or nullptr after a failed assertion.
   static void* UseOnce(Mempool* pool, int fill, int round) {
@@ -531,6 +542,130 @@ TEST_F(MempoolZero, MaintenanceThreadDoesNotSpinBetweenSparseRequests) {
   EXPECT_GT(spun, 0u) << "the thread never watched after its work";
   EXPECT_LT(spun, 10'000'000u) << "spun " << spun / 1000 << " us over " << kFrees
                                << " frees 2 ms apart";
+}
+
+// Background zeroing of elements freed while the pool still has clean ones goes through a queue
+// the maintenance thread works on without the pool lock: the thread that keeps using the pool keeps
+// its lock's bias (the lock used to be taken, and the bias revoked with a membarrier — an interrupt
+// on the owner's CPU — for every element zeroed), and every element still comes back zeroed.
+TEST_F(MempoolZero, BackgroundZeroingLeavesTheLockBiasAlone) {
+  if (!BiasedLock::Biasable()) GTEST_SKIP() << "a ThreadSanitizer build never biases";
+  constexpr size_t kReserve = 8, kBatch = 4;
+  auto pool = ZeroPool("zero-bias", kReserve, Mode::kFailFast, ZeroMode::kBackground);
+  ASSERT_NE(pool, nullptr);
+  ASSERT_EQ(pool->Prefill(), kReserve);
+  auto batch = [&](int round) {
+    void* held[kBatch];
+    for (void*& p : held) {
+      p = UseOnceHeld(pool.get(), round);
+      if (p == nullptr) return false;
+    }
+    for (void* p : held) EXPECT_TRUE(pool->Free(p));
+    // The maintenance thread zeroes the batch (the pool counts an element zeroed only then).
+    return WaitFor([&] { return pool->free_zeroed() == kReserve; }, 3000);
+  };
+  // The first batch's kick starts the maintenance thread, whose first look at a new pool takes its
+  // lock (it may need a refill). Then batches 2 ms apart until the lock is biased to this thread (a
+  // bias comes no sooner than 1 ms after a revocation).
+  ASSERT_TRUE(batch(0)) << "the first batch was not zeroed";
+  int round = 1;
+  for (; round < 50 && !pool->LockBiasedToCaller(); ++round) {
+    usleep(2000);
+    ASSERT_TRUE(batch(round)) << "round " << round << ": the batch was not zeroed";
+  }
+  ASSERT_TRUE(pool->LockBiasedToCaller());
+  for (int i = 0; i < 20; ++i, ++round) {
+    ASSERT_TRUE(batch(round)) << "round " << round << ": the batch was not zeroed";
+    ASSERT_TRUE(pool->LockBiasedToCaller()) << "round " << round << ": the zeroing revoked the bias";
+  }
+  EXPECT_EQ(pool->stats().source_calls.load(), kReserve) << "elements were recycled, not remapped";
+  EXPECT_EQ(pool->stats().elements_total.load(), static_cast<int64_t>(kReserve));
+}
+
+// An allocation that finds nothing free but elements still queued for zeroing zeroes one itself
+// (or waits for the thread zeroing it) instead of mapping a new page — with `max` reached, the
+// fail-fast pool would fail instead. Elements freed and taken back at once, round after round:
+// most of them before the maintenance thread got to them.
+TEST_F(MempoolZero, AnAllocationTakesAnElementStillQueuedForZeroing) {
+  auto o = HugeOptions("zero-queued-take", 2, Mode::kFailFast);
+  o.zero = ZeroMode::kBackground;
+  o.max = 2;
+  auto pool = MakePool(o);
+  ASSERT_NE(pool, nullptr);
+  ASSERT_EQ(pool->Prefill(), 2u);
+  for (int round = 0; round < 200; ++round) {
+    int err = 0;
+    void* a = pool->Alloc(k2M, &err);  // the other element stays clean: a's free is queued
+    ASSERT_NE(a, nullptr) << "round " << round << ": " << strerror(err);
+    memset(a, 0x6b, k2M);
+    ASSERT_TRUE(pool->Free(a));
+    void* b = pool->Alloc(k2M, &err);
+    void* c = pool->Alloc(k2M, &err);
+    ASSERT_NE(b, nullptr) << "round " << round << ": " << strerror(err);
+    ASSERT_NE(c, nullptr) << "round " << round << ": " << strerror(err)
+                          << " (the queued element was not taken)";
+    EXPECT_TRUE(AllZero(b, k2M) && AllZero(c, k2M)) << "round " << round << ": handed out dirty";
+    ASSERT_TRUE(pool->Free(b));
+    ASSERT_TRUE(pool->Free(c));
+    ASSERT_TRUE(WaitFor([&] { return pool->free_zeroed() == 2; }, 3000)) << "round " << round;
+  }
+  EXPECT_EQ(pool->stats().source_calls.load(), 2u) << "an allocation mapped a new page";
+  EXPECT_EQ(pool->stats().fail_fast.load(), 0u);
+}
+
+// A munmap(MAP_FIXED) range over an element queued for zeroing (ReleaseRange) waits for its
+// zeroing, then evicts it: unmapped, no longer the pool's, and its queue position skipped — the
+// pool never hands the address out from the queue again, and still counts its other elements.
+TEST_F(MempoolZero, ReleaseRangeEvictsAnElementQueuedForZeroing) {
+  auto pool = ZeroPool("zero-queued-evict", 3, Mode::kFailFast, ZeroMode::kBackground);
+  ASSERT_NE(pool, nullptr);
+  ASSERT_EQ(pool->Prefill(), 3u);
+  int err = 0;
+  void* a = pool->Alloc(k2M, &err);
+  void* b = pool->Alloc(k2M, &err);
+  ASSERT_NE(a, nullptr);
+  ASSERT_NE(b, nullptr);
+  memset(a, 0x2d, k2M);
+  ASSERT_TRUE(pool->Free(a));  // queued: one clean element is left
+  const RangeReleased r = pool->ReleaseRange(a, k2M);
+  EXPECT_EQ(r.evicted, 1u);
+  EXPECT_FALSE(pool->Owns(a));
+  EXPECT_EQ(pool->free_zeroed(), 1u) << "the evicted element still counted as free";
+  EXPECT_EQ(pool->stats().elements_total.load(), 2);
+  EXPECT_EQ(pool->stats().source_releases.load(), 1u);
+  // The remaining clean element, then (the evicted position skipped) a new page from the source.
+  void* c = pool->Alloc(k2M, &err);
+  ASSERT_NE(c, nullptr) << strerror(err);
+  void* d = pool->Alloc(k2M, &err);
+  ASSERT_NE(d, nullptr) << strerror(err);
+  EXPECT_TRUE(AllZero(c, k2M) && AllZero(d, k2M));
+  EXPECT_EQ(pool->stats().source_calls.load(), 4u);
+  for (void* p : {b, c, d}) EXPECT_TRUE(pool->Free(p));
+}
+
+// A pool destroyed with elements in its zeroing queue — zeroed and not taken yet, or not zeroed
+// yet — returns them to the kernel (the maintenance thread has let go of the pool by then).
+TEST_F(MempoolZero, DestroyingAPoolReturnsItsQueuedElements) {
+  constexpr size_t kReserve = 6;
+  for (bool zeroed : {false, true}) {
+    auto pool = ZeroPool("zero-queued-gone", kReserve, Mode::kFailFast, ZeroMode::kBackground);
+    ASSERT_NE(pool, nullptr);
+    ASSERT_EQ(pool->Prefill(), kReserve);
+    std::vector<void*> held;
+    int err = 0;
+    for (size_t i = 0; i + 1 < kReserve; ++i) {
+      held.push_back(pool->Alloc(k2M, &err));
+      ASSERT_NE(held.back(), nullptr) << strerror(err);
+    }
+    for (void* p : held) ASSERT_TRUE(pool->Free(p));  // queued behind the one clean element
+    if (zeroed) {
+      ASSERT_TRUE(WaitFor([&] { return pool->free_zeroed() == kReserve; }, 3000));
+    }
+    const long free_before = FreeHugePages2M();
+    pool.reset();
+    EXPECT_GE(FreeHugePages2M() - free_before, static_cast<long>(kReserve) - 1)
+        << (zeroed ? "zeroed" : "not yet zeroed");
+  }
 }
 
 TEST_F(MempoolZero, NoneModeKeepsPreviousContents) {
