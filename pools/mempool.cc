@@ -135,11 +135,12 @@ static inline void PrefetchForWrite(const void* p) {
 void Mempool::Zero(void* p) const { memset(p, 0, options_.element_size); }
 
 void* Mempool::PopAnyFreeLocked() {
-  void* p = nullptr;
-  if (dirty_.empty() && TakeQueuedLocked(&p) != nullptr) return p;
+  if (dirty_.empty()) {
+    if (void* p = TakeQueuedLocked().p) return p;
+  }
   std::vector<void*>& from = dirty_.empty() ? clean_ : dirty_;
   if (from.empty()) return nullptr;
-  p = from.back();
+  void* p = from.back();
   from.pop_back();
   return p;
 }
@@ -162,19 +163,18 @@ bool Mempool::QueueForZeroingLocked(Element& e, void* element, bool* kick) {
   return true;
 }
 
-Mempool::Element* Mempool::TakeQueuedLocked(void** element) {
+Mempool::Taken Mempool::TakeQueuedLocked() {
   const uint32_t upto = zeroed_upto_.load(std::memory_order_acquire);
   while (taken_ != upto) {
     const uint32_t at = taken_++;
     void* p = queue_[at % kQueue];
     auto it = elements_.find(reinterpret_cast<uintptr_t>(p));
     if (it != elements_.end() && it->second.state == State::kQueued && it->second.queued_at == at) {
-      *element = p;
-      return &it->second;
+      return {p, &it->second};
     }
     --queue_stale_;  // evicted after its zeroing (ReleaseRange); the address may be mapped anew
   }
-  return nullptr;
+  return {nullptr, nullptr};
 }
 
 bool Mempool::ZeroQueued() {
@@ -207,19 +207,22 @@ void Mempool::HandOutLocked(Element& e, size_t requested, bool region) {
 }
 
 void* Mempool::TakeCleanLocked(size_t requested, bool region) {
-  void* p = nullptr;
-  if (Element* e = TakeQueuedLocked(&p)) {
-    // As below: the element's first line and the next zeroed ones' are asked for now.
-    PrefetchForWrite(p);
-    const uint32_t upto = zeroed_upto_.load(std::memory_order_relaxed);
-    for (uint32_t i = 0; i < kPrefetchAhead && taken_ + i != upto; ++i) {
-      PrefetchForWrite(queue_[(taken_ + i) % kQueue]);
+  // Checked here first: the call is made only when the queue holds zeroed elements.
+  if (taken_ != zeroed_upto_.load(std::memory_order_relaxed)) {
+    const Taken t = TakeQueuedLocked();
+    if (t.p != nullptr) {
+      // As below: the element's first line and the next zeroed ones' are asked for now.
+      PrefetchForWrite(t.p);
+      const uint32_t upto = zeroed_upto_.load(std::memory_order_relaxed);
+      for (uint32_t i = 0; i < kPrefetchAhead && taken_ + i != upto; ++i) {
+        PrefetchForWrite(queue_[(taken_ + i) % kQueue]);
+      }
+      HandOutLocked(*t.e, requested, region);
+      return t.p;
     }
-    HandOutLocked(*e, requested, region);
-    return p;
   }
   if (clean_.empty()) return nullptr;
-  p = clean_.back();
+  void* p = clean_.back();
   clean_.pop_back();
   // The element's first line was last written by the maintenance thread, which zeroed it on
   // another core: a first touch there is a cross-core transfer (≈ 55 ns here, most of a hit).

@@ -319,8 +319,12 @@ class Mempool {
   bool QueueForZeroingLocked(Element& e, void* element, bool* kick)
       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes the next zeroed element from the queue (skipping positions whose element was evicted
-  // meanwhile), or nullptr; the caller hands it out or releases it.
-  Element* TakeQueuedLocked(void** element) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // meanwhile), or {nullptr, nullptr}; the caller hands it out or releases it.
+  struct Taken {
+    void* p;
+    Element* e;
+  };
+  Taken TakeQueuedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Zeroes the next queued element (the maintenance thread's work; an allocator that finds
   // nothing else free does it too). False when none is queued or another thread is zeroing one.
   bool ZeroQueued();
