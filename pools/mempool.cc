@@ -207,6 +207,10 @@ void Mempool::HandOutLocked(Element& e, size_t requested, bool region) {
 }
 
 void* Mempool::TakeCleanLocked(size_t requested, bool region) {
+  // The next queued element's first line is asked for before zeroed_upto_ is read: at the start
+  // of a run of hits both come from elsewhere (the line the maintenance thread wrote last, the
+  // element from the shared cache), and this way the two transfers overlap.
+  if (taken_ != queued_.load(std::memory_order_relaxed)) PrefetchForWrite(queue_[taken_ % kQueue]);
   // Checked here first: the call is made only when the queue holds zeroed elements.
   if (taken_ != zeroed_upto_.load(std::memory_order_relaxed)) {
     const Taken t = TakeQueuedLocked();
