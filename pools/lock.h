@@ -15,6 +15,18 @@
 
 namespace dmashim {
 
+// One round of waiting for another thread's short piece of work: a pause for the first `spins`
+// rounds, then the CPU yielded (the other thread may need it).
+inline void SpinOrYield(int round, int spins) {
+  if (round < spins) {
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#endif
+  } else {
+    sched_yield();
+  }
+}
+
 class ABSL_LOCKABLE FutexLock {
  public:
   void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION() {
@@ -128,14 +140,9 @@ class ABSL_LOCKABLE BiasedLock {
         // last resort for the one revocation of each bias set before the filter.
         for (const uint64_t until = MonotonicNs() + 1'000'000; MonotonicNs() < until;) sched_yield();
       }
+      // After 1,000 pauses the owner was preempted inside: the CPU is yielded to it.
       for (int spin = 0; owner_in_.load(std::memory_order_acquire) != 0; ++spin) {
-        if (spin < 1000) {
-#if defined(__x86_64__)
-          __builtin_ia32_pause();
-#endif
-        } else {
-          sched_yield();  // the owner was preempted inside
-        }
+        SpinOrYield(spin, 1000);
       }
       revoked_ns_ = MonotonicNs();
       revocations_.fetch_add(1, std::memory_order_relaxed);

@@ -325,13 +325,7 @@ void Mempool::WorkOnJob(void* p, JobRole role, bool from_back, bool mark_zeroed)
   // The chunks others claimed are at most one each, ≈ 2 µs: spin, then yield the core to them.
   const bool wait = role != JobRole::kHelper;
   for (int spin = 0; wait && job_.done.load(std::memory_order_acquire) < chunks; ++spin) {
-    if (spin < 2000) {
-#if defined(__x86_64__)
-      __builtin_ia32_pause();
-#endif
-    } else {
-      sched_yield();
-    }
+    SpinOrYield(spin, 2000);
   }
   WakeAfterUnlock wake;
   FutexLockGuard l(&mu_);
@@ -498,15 +492,7 @@ void* Mempool::AllocSlow(size_t requested, bool region, const WaitPolicy& policy
   // waits for the thread zeroing it — as it would zero a dirty element — rather than map a new
   // page (or fail, in fail-fast mode, with the source exhausted and an element about to be ready).
   for (int spin = 0; hit == nullptr && QueueUnzeroed(); ++spin) {
-    if (!ZeroQueued()) {
-      if (spin < 1000) {
-#if defined(__x86_64__)
-        __builtin_ia32_pause();
-#endif
-      } else {
-        sched_yield();
-      }
-    }
+    if (!ZeroQueued()) SpinOrYield(spin, 1000);
     FutexLockGuard l(&mu_);
     hit = TryFreeListLocked(requested, region, &how);
     if (hit != nullptr && options_.record_stats) BumpLocked(stats_->alloc_reserve);
