@@ -167,11 +167,13 @@ def main(directory):
         r = pairwise(on, off, lambda a, b: a / b)
         row("   same under the shim, two processes (between-process noise)", fmt_ns(statistics.median(on) / 32),
             fmt_ns(statistics.median(off) / 32), f"{r:.3f}x", "", None)
+    telemetry("   Mempool Alloc+Free alone (no touch, no zeroing), stats on vs off", "BM_BareHitTelemetry",
+              1.05)
     on, off = find(pools, "BM_PoolHitStatsOn"), find(pools, "BM_PoolHitStatsOff")
     if on and off:
         r = pairwise(on, off, lambda a, b: a / b)
-        row("   Mempool Alloc+Free alone (no touch, no zeroing), stats on vs off", fmt_ns(statistics.median(on)),
-            fmt_ns(statistics.median(off)), f"{r:.3f}x", "<= 1.05x", r <= 1.05)
+        row("   same, as two separate benchmarks (between-pool and between-moment noise)",
+            fmt_ns(statistics.median(on)), fmt_ns(statistics.median(off)), f"{r:.3f}x", "", None)
 
     scrape = find(exporter, "BM_Scrape1000x8")
     if scrape:
