@@ -200,37 +200,13 @@ void HitLoop(benchmark::State& state, bool record) {
     pool->Free(e);
   }
 }
-// The pool-hit path as figure 1 runs it — batches of 32 region maps, each touched once, then 32
-// unmaps, the maintenance thread zeroing between batches — with stats on and off in the same
-// process, batch by batch: the two sides share the machine's moment, which separate processes do
-// not (their hit times differ by up to 40 % on this VM from one process to the next). Two pools
-// trade roles every other pair (crossover): a pool's own speed (its pages, where its data landed)
-// moves a pair's ratio by up to ±5 % on this VM, and each pool is the counting one in half the
-// pairs, so that cancels out. Reports each side's median batch and the median of the ratios of
-// blocks of four pairs (below).
-void HitPathTelemetry(benchmark::State& state, bool poll) {
-  constexpr int kBatch = 32;
-  constexpr size_t k2M = size_t{2} << 20;
-  auto a = MakePool("hit-path-a", SourceKind::kHuge2M, 0, 48, ZeroMode::kBackground, Mode::kBlock,
-                    true);
-  auto b = MakePool("hit-path-b", SourceKind::kHuge2M, 0, 48, ZeroMode::kBackground, Mode::kBlock,
-                    false);
+// Figure 6's measurement: `run(pool)` (a batch or block of `per` operations; its time in ns) on
+// two pools, one counting and the other not, pair after pair in one process, the pools trading the
+// counting role every other pair (crossover; see HitPathTelemetry below). Reports each side's median
+// per operation and the median of the ratios of blocks of four pairs.
+template <typename Run>
+void Crossover(benchmark::State& state, Mempool* a, Mempool* b, Run run, int per) {
   std::vector<double> t_on, t_off;
-  void* held[kBatch];
-  auto batch = [&](Mempool* pool) {
-    int err = 0;
-    const uint64_t t0 = NowNs();
-    for (int i = 0; i < kBatch; ++i) {
-      auto* p = static_cast<volatile char*>(pool->AllocRegion(k2M, pool->policy(), &err));
-      if (p == nullptr) abort();
-      p[0] = 1;
-      held[i] = const_cast<char*>(p);
-    }
-    for (int i = 0; i < kBatch; ++i) pool->FreeRegion(held[i], k2M);
-    const uint64_t t = NowNs() - t0;
-    AwaitZeroing(kBatch, poll);
-    return static_cast<double>(t);
-  };
   uint64_t pair = 0;
   for (auto _ : state) {
     const bool a_counts = (pair / 2) % 2 == 0;
@@ -239,11 +215,11 @@ void HitPathTelemetry(benchmark::State& state, bool poll) {
     // Pools in the order a b | b a | a b …: a pair's first batch is the pool that ran last, with
     // its code and data still in the caches, and that warm seat falls to the counting side in
     // half the pairs (roles change every other pair).
-    Mempool* first = pair % 2 == 0 ? a.get() : b.get();
-    Mempool* second = pair % 2 == 0 ? b.get() : a.get();
-    const double t_first = batch(first);
-    const double t_second = batch(second);
-    const bool first_counts = (first == a.get()) == a_counts;
+    Mempool* first = pair % 2 == 0 ? a : b;
+    Mempool* second = pair % 2 == 0 ? b : a;
+    const double t_first = run(first);
+    const double t_second = run(second);
+    const bool first_counts = (first == a) == a_counts;
     t_on.push_back(first_counts ? t_first : t_second);
     t_off.push_back(first_counts ? t_second : t_first);
     ++pair;
@@ -260,11 +236,43 @@ void HitPathTelemetry(benchmark::State& state, bool poll) {
     }
     block_ratio.push_back(on_sum / off_sum);
   }
-  state.counters["on_ns"] = Median(&t_on) / kBatch;
-  state.counters["off_ns"] = Median(&t_off) / kBatch;
+  state.counters["on_ns"] = Median(&t_on) / per;
+  state.counters["off_ns"] = Median(&t_off) / per;
   // Block by block: the eight batches of a block run back to back, so the VM's slow and fast
   // moments (which move a batch by tens of percent) fall on both sides.
   state.counters["ratio"] = Median(&block_ratio);
+}
+
+// The pool-hit path as figure 1 runs it — batches of 32 region maps, each touched once, then 32
+// unmaps, the maintenance thread zeroing between batches — with stats on and off in the same
+// process, batch by batch: the two sides share the machine's moment, which separate processes do
+// not (their hit times differ by up to 40 % on this VM from one process to the next). Two pools
+// trade roles every other pair (crossover): a pool's own speed (its pages, where its data landed)
+// moves a pair's ratio by up to ±5 % on this VM, and each pool is the counting one in half the
+// pairs, so that cancels out (Crossover, above).
+void HitPathTelemetry(benchmark::State& state, bool poll) {
+  constexpr int kBatch = 32;
+  constexpr size_t k2M = size_t{2} << 20;
+  auto a = MakePool("hit-path-a", SourceKind::kHuge2M, 0, 48, ZeroMode::kBackground, Mode::kBlock,
+                    true);
+  auto b = MakePool("hit-path-b", SourceKind::kHuge2M, 0, 48, ZeroMode::kBackground, Mode::kBlock,
+                    false);
+  void* held[kBatch];
+  auto batch = [&](Mempool* pool) {
+    int err = 0;
+    const uint64_t t0 = NowNs();
+    for (int i = 0; i < kBatch; ++i) {
+      auto* p = static_cast<volatile char*>(pool->AllocRegion(k2M, pool->policy(), &err));
+      if (p == nullptr) abort();
+      p[0] = 1;
+      held[i] = const_cast<char*>(p);
+    }
+    for (int i = 0; i < kBatch; ++i) pool->FreeRegion(held[i], k2M);
+    const uint64_t t = NowNs() - t0;
+    AwaitZeroing(kBatch, poll);
+    return static_cast<double>(t);
+  };
+  Crossover(state, a.get(), b.get(), batch, kBatch);
 }
 // `poll`: the thread waits between batches on the CPU (as a polling data plane does) instead of
 // sleeping, so its caches are not left to the maintenance thread meanwhile.
@@ -283,7 +291,6 @@ void BM_BareHitTelemetry(benchmark::State& state) {
   constexpr size_t k2M = size_t{2} << 20;
   auto a = MakePool("bare-hit-a", SourceKind::kHuge2M, 0, 2, ZeroMode::kNone, Mode::kBlock, true);
   auto b = MakePool("bare-hit-b", SourceKind::kHuge2M, 0, 2, ZeroMode::kNone, Mode::kBlock, false);
-  std::vector<double> t_on, t_off;
   auto block = [&](Mempool* pool) {
     int err = 0;
     const uint64_t t0 = NowNs();
@@ -294,32 +301,7 @@ void BM_BareHitTelemetry(benchmark::State& state) {
     }
     return static_cast<double>(NowNs() - t0);
   };
-  uint64_t pair = 0;
-  for (auto _ : state) {
-    const bool a_counts = (pair / 2) % 2 == 0;
-    a->SetRecordStats(a_counts);
-    b->SetRecordStats(!a_counts);
-    Mempool* first = pair % 2 == 0 ? a.get() : b.get();
-    Mempool* second = pair % 2 == 0 ? b.get() : a.get();
-    const double t_first = block(first);
-    const double t_second = block(second);
-    const bool first_counts = (first == a.get()) == a_counts;
-    t_on.push_back(first_counts ? t_first : t_second);
-    t_off.push_back(first_counts ? t_second : t_first);
-    ++pair;
-  }
-  std::vector<double> block_ratio;
-  for (size_t i = 0; i + 4 <= t_on.size(); i += 4) {
-    double on_sum = 0, off_sum = 0;
-    for (size_t j = i; j < i + 4; ++j) {
-      on_sum += t_on[j];
-      off_sum += t_off[j];
-    }
-    block_ratio.push_back(on_sum / off_sum);
-  }
-  state.counters["on_ns"] = Median(&t_on) / kOps;
-  state.counters["off_ns"] = Median(&t_off) / kOps;
-  state.counters["ratio"] = Median(&block_ratio);
+  Crossover(state, a.get(), b.get(), block, kOps);
 }
 BENCHMARK(BM_BareHitTelemetry)->Iterations(400)->UseRealTime();
 
