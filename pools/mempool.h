@@ -312,7 +312,7 @@ class Mempool {
     return clean_.size() + dirty_.size() + (queued_.load(std::memory_order_relaxed) - taken_) -
            queue_stale_;
   }
-  // Background zeroing's queue, kept outside the pool lock by the maintenance thread (below).
+  // Background zeroing's queue, which the maintenance thread works without the pool lock (below).
   // Queues a freed element when there is room and the pool still has clean elements to hand out
   // meanwhile; false: it goes on the dirty list instead. Returns through `kick` whether the
   // maintenance thread had finished everything queued before (and may be asleep).
