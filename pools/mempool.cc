@@ -68,11 +68,7 @@ Mempool::~Mempool() {
   for (void* p : dirty_) source_.Unmap(p);
   // Queued for zeroing, zeroed or not yet (not those evicted meanwhile).
   for (uint32_t at = taken_; at != queued_.load(std::memory_order_relaxed); ++at) {
-    void* p = queue_[at % kQueue];
-    auto it = elements_.find(reinterpret_cast<uintptr_t>(p));
-    if (it != elements_.end() && it->second.state == State::kQueued && it->second.queued_at == at) {
-      source_.Unmap(p);
-    }
+    if (QueuedAtLocked(at) != nullptr) source_.Unmap(queue_[at % kQueue]);
   }
 }
 
@@ -163,15 +159,19 @@ bool Mempool::QueueForZeroingLocked(Element& e, void* element, bool* kick) {
   return true;
 }
 
+Mempool::Element* Mempool::QueuedAtLocked(uint32_t at) {
+  auto it = elements_.find(reinterpret_cast<uintptr_t>(queue_[at % kQueue]));
+  if (it == elements_.end() || it->second.state != State::kQueued || it->second.queued_at != at) {
+    return nullptr;
+  }
+  return &it->second;
+}
+
 Mempool::Taken Mempool::TakeQueuedLocked() {
   const uint32_t upto = zeroed_upto_.load(std::memory_order_acquire);
   while (taken_ != upto) {
     const uint32_t at = taken_++;
-    void* p = queue_[at % kQueue];
-    auto it = elements_.find(reinterpret_cast<uintptr_t>(p));
-    if (it != elements_.end() && it->second.state == State::kQueued && it->second.queued_at == at) {
-      return {p, &it->second};
-    }
+    if (Element* e = QueuedAtLocked(at)) return {queue_[at % kQueue], e};
     --queue_stale_;  // evicted after its zeroing (ReleaseRange); the address may be mapped anew
   }
   return {nullptr, nullptr};
@@ -460,10 +460,7 @@ void* Mempool::AllocImpl(size_t requested, bool region, const WaitPolicy& policy
       if (options_.record_stats) BumpLocked(stats_->alloc_reserve);
       if (void* p = TakeCleanLocked(requested, region)) return p;
       // Only zeroed queue positions whose elements were evicted meanwhile: not a hit after all.
-      if (options_.record_stats) {
-        Counter& c = stats_->alloc_reserve;
-        c.store(c.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
-      }
+      if (options_.record_stats) UnbumpLocked(stats_->alloc_reserve);
     }
   }
   return AllocSlow(requested, region, policy, err, abandon, ctx);

@@ -272,6 +272,9 @@ class Mempool {
   static void BumpLocked(Counter& c) {
     c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
   }
+  static void UnbumpLocked(Counter& c) {
+    c.store(c.load(std::memory_order_relaxed) - 1, std::memory_order_relaxed);
+  }
   void* Wait(size_t requested, bool region, const WaitPolicy& policy, int* err, uint64_t start_ns,
              bool (*abandon)(void*), void* ctx);
   void* Finish(void* p, Ready how);
@@ -325,6 +328,9 @@ class Mempool {
     Element* e;
   };
   Taken TakeQueuedLocked() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The element queued at position `at`, or nullptr when it was evicted meanwhile (the slot's
+  // address is no longer an element, or an element taken and queued again since).
+  Element* QueuedAtLocked(uint32_t at) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Zeroes the next queued element (the maintenance thread's work; an allocator that finds
   // nothing else free does it too). False when none is queued or another thread is zeroing one.
   bool ZeroQueued();

@@ -215,9 +215,10 @@ TEST(BiasedLocksTest, BiasedLocksFalseMakesNoMembarrierCall) {
 // (past the maintenance thread's first look at the pool). Meanwhile the maintenance thread zeroes
 // the last round's elements: a hit takes ≈ 0.1 µs, zeroing 2 MiB ≈ 50 µs, so no loop of hits
 // without pauses stays ahead of it. With zero = "none" nothing else touches the pool after that.
-// With background zeroing the maintenance thread takes the pool's lock beside the round — its own
-// calls are its thread's — and the application thread may at most wait for that lock or kick the
-// thread awake: a futex call, never anything else.
+// With background zeroing the maintenance thread zeroes beside the round — its own calls are its
+// thread's; it takes the pool's lock for elements freed while the pool had no clean ones — and the
+// application thread may at most wait for that lock or kick the thread awake: a futex call, never
+// anything else.
 TEST(HitPathTest, APoolHitMakesNoSystemCallInTheApplicationsThread) {
   DMASHIM_REQUIRE_FREE_HUGE_PAGES(8);
   TempDir dir;
