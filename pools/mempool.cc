@@ -458,9 +458,9 @@ void* Mempool::AllocImpl(size_t requested, bool region, const WaitPolicy& policy
     FutexLockGuard l(&mu_);
     if ((filled_ || reserve_ == 0) &&
         (!clean_.empty() || taken_ != zeroed_upto_.load(std::memory_order_relaxed))) {
-      // Counted first: the count's load and store then overlap the hand-out. Stats are off only
-      // in benchmarks, so the counting path is laid out as the straight one (taken branches to and
-      // back from an out-of-line count cost the hit 1–2 ns, as much as the count itself).
+      // Counted first: the count's load and store then overlap the hand-out. Stats are on unless
+      // the configuration says `stats = false`, so the counting path is laid out as the straight
+      // one (GCC had put the count out of line, reached by a jump there and one back).
       if (ABSL_PREDICT_TRUE(options_.record_stats)) BumpLocked(stats_->alloc_reserve);
       if (void* p = TakeCleanLocked(requested, region)) return p;
       // Only zeroed queue positions whose elements were evicted meanwhile: not a hit after all.
