@@ -122,6 +122,8 @@ class DmaPool {
       return pages[0] == base || pages[1] == base || pages[2] == base || pages[3] == base;
     }
     void RememberPage(uintptr_t base) { pages[next_page++ & 3] = base; }
+    // The thread's own counter. A relaxed load and store, not SingleWriterAdd's add to memory:
+    // that read 3.10–3.13 against 3.02–3.11 ns (1 thread), 1.57–1.63 against 1.53–1.54 (2).
     static void Bump(std::atomic<uint64_t>& c) {
       c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
     }

@@ -21,7 +21,6 @@
 #include <string>
 #include <vector>
 
-#include "absl/base/config.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/status/statusor.h"
 #include "pools/lock.h"
@@ -269,20 +268,9 @@ class Mempool {
   void* TrySource(size_t requested, bool region, int* err, bool* from_free, Ready* how,
                   bool count_reserve) ABSL_LOCKS_EXCLUDED(mu_);
   // alloc_reserve and frees are written only under mu_, so an unlocked add counts them: a locked
-  // add on the hit path would cost a third of its time. On x86-64 it is one add to memory (its
-  // aligned 8-byte store is atomic, so a reader's relaxed load sees the old or the new count): the
-  // relaxed load and store GCC emits instead cost a bare Alloc + Free 0.6–1 ns, figure 6's whole
-  // budget. TSan builds keep the atomic load and store, which it checks.
-  static void BumpLocked(Counter& c) { AddLocked(c, 1); }
-  static void UnbumpLocked(Counter& c) { AddLocked(c, ~uint64_t{0}); }
-  static void AddLocked(Counter& c, uint64_t n) {
-#if defined(__x86_64__) && !defined(ABSL_HAVE_THREAD_SANITIZER)
-    static_assert(sizeof(Counter) == sizeof(uint64_t) && alignof(Counter) == alignof(uint64_t));
-    asm volatile("addq %1, %0" : "+m"(*reinterpret_cast<uint64_t*>(&c)) : "er"(n));
-#else
-    c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
-#endif
-  }
+  // add on the hit path would cost a third of its time (SingleWriterAdd).
+  static void BumpLocked(Counter& c) { SingleWriterAdd(c, 1); }
+  static void UnbumpLocked(Counter& c) { SingleWriterAdd(c, ~uint64_t{0}); }
   void* Wait(size_t requested, bool region, const WaitPolicy& policy, int* err, uint64_t start_ns,
              bool (*abandon)(void*), void* ctx);
   void* Finish(void* p, Ready how);

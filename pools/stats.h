@@ -11,6 +11,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "absl/base/config.h"
+
 namespace dmashim {
 
 inline constexpr uint32_t kPoolStatsVersion = 2;
@@ -33,6 +35,20 @@ inline constexpr size_t kPoolNameMax = 48;
 enum class PoolKind : uint32_t { kMempool = 1, kDmaPool = 2 };
 
 using Counter = std::atomic<uint64_t>;
+
+// Adds `n` (mod 2^64) to a counter that only one thread writes at a time (under a lock, or a
+// thread's own): no locked add. On x86-64 it is one add to memory — its aligned 8-byte store is
+// atomic, so a reader's relaxed load sees the old count or the new one; the relaxed load and store
+// GCC emits otherwise cost a bare Mempool Alloc + Free 0.6–1 ns, figure 6's whole budget. TSan
+// builds keep the atomic load and store, which it checks.
+inline void SingleWriterAdd(Counter& c, uint64_t n) {
+#if defined(__x86_64__) && !defined(ABSL_HAVE_THREAD_SANITIZER)
+  static_assert(sizeof(Counter) == sizeof(uint64_t) && alignof(Counter) == alignof(uint64_t));
+  asm volatile("addq %1, %0" : "+m"(*reinterpret_cast<uint64_t*>(&c)) : "er"(n));
+#else
+  c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
+#endif
+}
 using Gauge = std::atomic<int64_t>;
 
 struct alignas(64) PoolStats {
