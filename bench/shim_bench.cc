@@ -103,8 +103,11 @@ BENCHMARK(BM_ShimPollingHugeMapTouch)->Iterations(200);
 // zero = "none"), or onto a list that a second thread zeroes between batches, newest first, and
 // stacks again (arg 1: the maintenance thread's part of background zeroing). The difference is
 // what a batch pays to reach memory the other core just wrote, whatever a pool does around it.
+// Second arg: 1, the thread polls between batches; 0, it sleeps, as figure 1's first row does —
+// what that row's batches pay for the sleep with no pool code at all.
 void BM_HandoffLimit(benchmark::State& state) {
   const bool zeroed = state.range(0) != 0;
+  const bool poll = state.range(1) != 0;
   constexpr int kElements = 48, kBatch = 32, kAhead = 4;
   char* base = static_cast<char*>(KernelMmap(kElements * kHuge, kHugeFlags));
   Check(base);
@@ -161,7 +164,7 @@ void BM_HandoffLimit(benchmark::State& state) {
       go.store(++round, std::memory_order_release);
       go.notify_one();
     }
-    AwaitZeroing(kBatch, /*poll=*/true);
+    AwaitZeroing(kBatch, poll);
     while (zeroed && done.load(std::memory_order_acquire) != round) {
     }
     state.ResumeTiming();
@@ -173,7 +176,7 @@ void BM_HandoffLimit(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * kBatch);
   state.counters["median_ns"] = Median(&each);  // per batch, as figure 1's
 }
-BENCHMARK(BM_HandoffLimit)->Arg(0)->Arg(1)->Iterations(200);
+BENCHMARK(BM_HandoffLimit)->Args({0, 1})->Args({1, 1})->Args({0, 0})->Args({1, 0})->Iterations(200);
 
 // 2. Sustained: map, write every 4 KiB page, unmap — as fast as possible, no pauses.
 void WriteEveryPage(volatile char* p) {
