@@ -2,7 +2,7 @@
 """bench/table.py on Google Benchmark JSON written here: figure 1's rows and its limit rows are
 computed from the repetitions as documented (per-hit figures = per-batch medians / 32, the limit's
 difference against the polled batches not zeroed taken repetition by repetition, the estimate =
-zero = "none" row + that difference, for polled and for sleeping batches), and
+zero = "none" row + that difference, for polled batches only), and
 figure 6's bare row comes from the crossover benchmark, not from the two separate ones."""
 import json
 import subprocess
@@ -74,9 +74,9 @@ def main():
     # polled batches not zeroed, not the sleeping ones (the no-pool rows are there only as limits).
     expect("(limit) same, sleeping between batches: zeroed, vs polling and not zeroed",
            ["55.0 ns", "8.5 ns", "+46.5 ns per hit", "", "-"])
-    # 46.5 ns + 46.5 ns = 93 ns against 64 µs.
-    expect("(limit) zero = \"none\" row + that, vs the kernel: the best after a sleep",
-           ["93.0 ns", "64.00 µs", "688.2x faster", "", "-"])
+    # No estimate after a sleep: the sum is no bound there.
+    if any("best after a sleep" in label for label in r):
+        failures.append(f"an estimate after a sleep is printed:\n{out}")
     # Figure 6's bare row: the median of BM_BareHitTelemetry's own block ratios against 1.05; the
     # two separate benchmarks only beside it, without a target.
     expect("Mempool Alloc+Free alone (no touch, no zeroing), stats on vs off",
