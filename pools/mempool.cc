@@ -458,7 +458,7 @@ void* Mempool::AllocImpl(size_t requested, bool region, const WaitPolicy& policy
     FutexLockGuard l(&mu_);
     if ((filled_ || reserve_ == 0) &&
         (!clean_.empty() || taken_ != zeroed_upto_.load(std::memory_order_relaxed))) {
-      // Counted first: the count's load and store then overlap the hand-out. Stats are on unless
+      // Counted first: the count's add then overlaps the hand-out. Stats are on unless
       // the configuration says `stats = false`, so the counting path is laid out as the straight
       // one (GCC had put the count out of line, reached by a jump there and one back).
       if (ABSL_PREDICT_TRUE(options_.record_stats)) BumpLocked(stats_->alloc_reserve);

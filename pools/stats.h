@@ -35,6 +35,7 @@ inline constexpr size_t kPoolNameMax = 48;
 enum class PoolKind : uint32_t { kMempool = 1, kDmaPool = 2 };
 
 using Counter = std::atomic<uint64_t>;
+using Gauge = std::atomic<int64_t>;
 
 // Adds `n` (mod 2^64) to a counter that only one thread writes at a time (under a lock, or a
 // thread's own): no locked add. On x86-64 it is one add to memory — its aligned 8-byte store is
@@ -49,7 +50,6 @@ inline void SingleWriterAdd(Counter& c, uint64_t n) {
   c.store(c.load(std::memory_order_relaxed) + n, std::memory_order_relaxed);
 #endif
 }
-using Gauge = std::atomic<int64_t>;
 
 struct alignas(64) PoolStats {
   // Identity, written once when the pool is created.

@@ -930,6 +930,46 @@ TEST(MempoolSource, AnAddressUnmappedByOnePoolAndMappedAgainByAnotherIsNewMemory
 
 class MempoolStatsRecord : public HugePoolTest {};
 
+// The hit path's counts (SingleWriterAdd): an add of n, modulo 2^64 — an un-count is an add of
+// ~0 — that a reader on another thread sees whole, never a torn or backward value.
+TEST(SingleWriterAdd, AddsModulo64BitsAndAReaderSeesEveryCountWhole) {
+  Counter c{5};
+  SingleWriterAdd(c, 1);
+  EXPECT_EQ(c.load(), 6u);
+  SingleWriterAdd(c, ~uint64_t{0});
+  EXPECT_EQ(c.load(), 5u);
+  Counter zero{0};
+  SingleWriterAdd(zero, ~uint64_t{0});
+  EXPECT_EQ(zero.load(), ~uint64_t{0});
+
+  // Counted from just below 2^32 so that a torn read (one half old, one half new) would show as a
+  // jump of 2^32 either way.
+  constexpr uint64_t kStart = (uint64_t{1} << 32) - 1000, kAdds = 2'000'000;
+  Counter shared{kStart};
+  std::atomic<bool> started{false}, done{false};
+  uint64_t backward = 0, outside = 0, reads = 0;
+  std::thread reader([&] {
+    uint64_t last = kStart;
+    started.store(true, std::memory_order_release);
+    do {
+      const uint64_t v = shared.load(std::memory_order_relaxed);
+      if (v < last) ++backward;
+      if (v < kStart || v > kStart + kAdds) ++outside;
+      last = v;
+      ++reads;
+    } while (!done.load(std::memory_order_acquire));
+  });
+  while (!started.load(std::memory_order_acquire)) {
+  }
+  for (uint64_t i = 0; i < kAdds; ++i) SingleWriterAdd(shared, 1);
+  done.store(true, std::memory_order_release);
+  reader.join();
+  EXPECT_EQ(shared.load(), kStart + kAdds);
+  EXPECT_EQ(backward, 0u);
+  EXPECT_EQ(outside, 0u);
+  EXPECT_GT(reads, 0u);
+}
+
 // The bytes of the record that differ between two snapshots, as the fields they belong to.
 std::vector<size_t> ChangedOffsets(const PoolStats& a, const PoolStats& b) {
   std::vector<size_t> out;
