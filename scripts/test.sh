@@ -68,7 +68,13 @@ if [[ ${TSAN:-1} != 0 ]]; then
     -DDMASHIM_BUILD_BENCH=OFF
   ninja -C "$tsan_dir" -j"$jobs" dmashim dmashim_pools_test dmashim_config_test \
     dmashim_exporter_test reliability_pools_test
+  # Left out here (it runs in the two stages above): MempoolFork.ForkWhileOtherThreadsUseADmaPool…
+  # forks 200 times while three threads hammer a DmaPool, and under Debian's libtsan (GCC 12) a
+  # child now and then spins for ever inside TSan's own runtime — gdb on one, 1 run in 28 here:
+  # operator delete → __tsan::MetaMap::FreeRange → DenseSlabAlloc<ClockBlock>::Drain, waiting on
+  # a spin lock that a parent thread held at the fork, which that runtime does not take around
+  # fork(). No dmashim lock is held there.
   TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
     ctest --test-dir "$tsan_dir" --output-on-failure -L 'pools|config|exporter|reliability' \
-    -LE 'preload|fuzz'
+    -LE 'preload|fuzz' -E 'MempoolFork\.ForkWhileOtherThreadsUseADmaPool'
 fi
